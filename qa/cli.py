@@ -8,8 +8,13 @@ from pathlib import Path
 
 import click
 
+from .build import NothingToIndex, WriteReport, add, build
 from .config import Settings
+from .evaluate import EvalFileError, evaluate, format_report, load_questions
+from .index import Index, IndexError_, current_generation, read_manifest
 from .ingest import IngestError, parse_file
+from .runtime import SearcherHolder, open_encoder
+from .search import QuestionError
 
 
 def _echo_json(obj: object) -> None:
@@ -57,6 +62,172 @@ def parse(file: Path, as_json: bool) -> None:
         for p in s.passages:
             text = p.text if len(p.text) <= 60 else p.text[:58] + "…"
             click.echo(f"   ¶{p.paragraph} [行 {p.lines[0]}-{p.lines[1]}] {text}")
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _write_encoder(settings: Settings, index_model: str | None = None):
+    try:
+        status = open_encoder(settings, index_model)
+    except IndexError_ as exc:
+        raise _fail(exc) from None
+    if status.note:
+        click.echo(f"note: {status.note}", err=True)
+    return status.encoder
+
+
+def _report(report: WriteReport, as_json: bool) -> None:
+    if as_json:
+        _echo_json(report.to_json())
+        return
+    for o in report.outcomes:
+        extra = f" ({o.passages} passages)" if o.passages else ""
+        click.echo(f"{o.status:9} {o.file}{extra}" + (f": {o.reason}" if o.reason else ""))
+    mode = report.model or "lexical only"
+    if report.generation == report.previous:
+        click.echo(f"no change: generation {report.generation} ({mode})")
+    else:
+        click.echo(f"published {report.generation} ({mode}; {report.embedded} passages embedded; "
+                   f"{report.seconds:.1f} s)")
+
+
+@cli.command("index")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--if-missing", is_flag=True, help="Do nothing when an index is already published.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def index_cmd(settings: Settings, paths: tuple[Path, ...], if_missing: bool, as_json: bool) -> None:
+    """Build a new index generation from scratch (default: the seeds directory)."""
+    root = Path(settings.index_dir)
+    if if_missing and current_generation(root):
+        click.echo(f"index {root} is already built ({current_generation(root)})")
+        return
+    encoder = _write_encoder(settings)
+    try:
+        report = build(list(paths) or [settings.seeds_dir], settings, encoder, progress=not as_json)
+    except (NothingToIndex, IndexError_) as exc:
+        raise _fail(exc) from None
+    _report(report, as_json)
+
+
+@cli.command("add")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def add_cmd(settings: Settings, files: tuple[Path, ...], as_json: bool) -> None:
+    """Add new issues (or replace changed ones) without a rebuild; only new text is embedded."""
+    root = Path(settings.index_dir)
+    try:
+        model = read_manifest(root)["model"] if current_generation(root) else None
+    except IndexError_ as exc:
+        raise _fail(exc) from None
+    encoder = _write_encoder(settings, model) if (model or not current_generation(root)) else None
+    try:
+        report = add(list(files), settings, encoder, progress=not as_json)
+    except (NothingToIndex, IndexError_) as exc:
+        raise _fail(exc) from None
+    _report(report, as_json)
+    if any(o.status == "rejected" for o in report.outcomes):
+        sys.exit(1)
+
+
+def _load(settings: Settings, verify: bool | None = None) -> Index:
+    try:
+        return Index.load(settings.index_dir, verify=verify)
+    except IndexError_ as exc:
+        raise _fail(exc) from None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def info(settings: Settings, as_json: bool) -> None:
+    """What is indexed: generation, model or lexical only, issues, stories, passages."""
+    index = _load(settings, verify=False)
+    m = index.manifest
+    obj = {"index_dir": str(settings.index_dir), "generation": m["generation"],
+           "created": m["created"], "model": m["model"] or "lexical only", "dim": m["dim"],
+           "tokenizer": m["tokenizer"], "retrievers": m["retrievers"],
+           "issues": m["counts"]["issues"], "stories": m["counts"]["stories"],
+           "passages": m["counts"]["passages"], "segments": m["counts"]["segments"],
+           "files": sorted(m["issues"]), "versions": m["versions"]}
+    if as_json:
+        _echo_json(obj)
+        return
+    for key in ("index_dir", "generation", "created", "model", "tokenizer", "issues", "stories",
+                "passages", "segments"):
+        click.echo(f"{key:11} {obj[key]}")
+
+
+@cli.command()
+@click.pass_obj
+def verify(settings: Settings) -> None:
+    """Check every file of the published generation against its manifest checksums."""
+    index = _load(settings, verify=True)
+    click.echo(f"ok: {index.generation}, {index.n_passages} passages, "
+               f"{len(index.segments)} segments verified")
+
+
+def _searcher(settings: Settings):
+    holder = SearcherHolder(settings)
+    try:
+        searcher = holder.refresh()
+    except IndexError_ as exc:
+        raise _fail(exc) from None
+    if searcher is None:
+        raise click.ClickException(holder.error or "index could not be loaded")
+    if holder.note:
+        click.echo(f"note: {holder.note}", err=True)
+    return searcher
+
+
+def _citation(r: dict) -> str:
+    return (f"{r['title'] or '(无标题)'} · {r['file']} · 第{r['paragraph']}段"
+            + (f" · {r['byline']}" if r.get("byline") else ""))
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--top-k", default=None, type=int, help="How many passages (default 5).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON shape.")
+@click.pass_obj
+def ask(settings: Settings, question: str, top_k: int | None, as_json: bool) -> None:
+    """Answer a QUESTION from the archive, with citations."""
+    searcher = _searcher(settings)
+    try:
+        result = searcher.ask(question, top_k)
+    except QuestionError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        from .api_schema import result_json
+
+        _echo_json(result_json(result))
+        return
+    if not result.answerable:
+        click.echo("没有把握的答案 (no confident answer). Closest passages:")
+    for n, a in enumerate(result.answers, 1):
+        click.echo(f"\n{n}. [{a.confidence:.2f}] {_citation(a.record)}")
+        click.echo(f"   ▶ {a.highlight}")
+    click.echo(f"\n({result.generation}, {result.mode}, {result.took_ms:.0f} ms)")
+
+
+@cli.command("eval")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def eval_cmd(settings: Settings, file: Path, as_json: bool) -> None:
+    """Score the index against a question FILE (JSONL, ../shared/eval/README.md format)."""
+    try:
+        questions = load_questions(file)
+    except EvalFileError as exc:
+        raise _fail(exc) from None
+    report = evaluate(_searcher(settings), questions)
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(format_report(report))
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ class Settings:
     dense_exact_max: int = _f(50_000, "passages up to which FAISS search is exact; HNSW above")
     rrf_k: int = _f(60, "reciprocal-rank-fusion constant")
     candidates: int = _f(50, "hits taken from each retriever before fusion")
-    min_confidence: float = _f(0.3, "answers below this confidence are 'no confident answer'")
+    min_confidence: float = _f(0.15, "answers below this confidence are 'no confident answer'")
     default_top_k: int = _f(5, "answers returned when top_k is not given")
     max_top_k: int = _f(50, "largest top_k accepted")
     max_question_chars: int = _f(500, "longest question accepted (characters)")

@@ -1,4 +1,4 @@
-"""Issue file -> stories -> clean, citable paragraphs (OCR repair happens here, never in the source)."""
+"""Issue file -> stories -> clean, citable paragraphs (OCR repaired here, never in the source)."""
 
 from __future__ import annotations
 
@@ -77,10 +77,7 @@ def decode_issue(data: bytes, name: str) -> tuple[str, str]:
         raise IngestError(f"{name}: file is empty")
     if b"\x00" in data:
         raise IngestError(f"{name}: looks binary (NUL bytes), not a text issue file")
-    if data.startswith(b"\xef\xbb\xbf"):
-        encoding = "utf-8-sig"
-    else:
-        encoding = "utf-8"
+    encoding = "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError:
@@ -104,7 +101,8 @@ _PAREN_BYLINE = re.compile(
     rf"(?:^|(?<=[\s。!?!?…”\"』」]))[(（]\s*([{CJK}]{{2,4}}(?:\s+[{CJK}]{{2,4}}){{0,5}}|[{CJK}]{{2,8}})"
     rf"\s*[)）]\s*$"
 )
-_CAPTION = re.compile(r"[(（]\s*图片由.{1,40}?提供\s*[)）]\s*$|供图\s*$|[(（][^()（）]{0,20}摄\s*[)）]\s*$")
+_CAPTION = re.compile(
+    r"[(（]\s*图片由.{1,40}?提供\s*[)）]\s*$|供图\s*$|[(（][^()（）]{0,20}摄\s*[)）]\s*$")
 _NO_HEADLINE_END = set("。,,、;;:!?!?…")
 
 

@@ -1,4 +1,4 @@
-"""Text utilities shared by every stage: CJK spacing repair, width folding, sentences, tokenisers."""
+"""Text utilities for every stage: CJK spacing repair, width folding, sentences, tokenisers."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ _WS = re.compile(r"\s+")
 # Interrogatives and particles that only shape a question: they carry no evidence, and as rare
 # words in news text they would otherwise earn a high IDF and pull in any passage that has them.
 QUESTION_WORDS = (
-    "为什么", "为何", "什么样", "什么", "哪些", "哪个", "哪里", "哪儿", "哪家", "哪位", "哪", "多少",
-    "几个", "几", "谁", "怎么样", "怎么", "怎样", "如何", "是否", "吗", "呢", "请问",
+    "为什么", "为何", "什么样", "什么", "哪些", "哪个", "哪里", "哪儿", "哪家", "哪位", "哪",
+    "多少", "几个", "几", "谁", "怎么样", "怎么", "怎样", "如何", "是否", "吗", "呢", "请问",
 )
 _QUESTION_RE = re.compile("|".join(sorted(map(re.escape, QUESTION_WORDS), key=len, reverse=True)))
 

@@ -1,0 +1,50 @@
+"""The JSON shape of an answer, shared by `qa ask --json` and the HTTP API."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from .search import Answer, Result
+
+
+def story_url(file: str, story: int, paragraph: int | None = None) -> str:
+    """Path of the story page, anchored at a paragraph."""
+    url = f"/story/{quote(file)}/{story}"
+    return f"{url}#p{paragraph}" if paragraph else url
+
+
+def answer_json(a: Answer) -> dict:
+    """One answer with its citation."""
+    r = a.record
+    return {
+        "id": a.passage_id,
+        "text": r["text"],
+        "highlight": a.highlight,
+        "highlight_span": list(a.highlight_span),
+        "terms": a.terms,
+        "score": round(a.score, 6),
+        "confidence": a.confidence,
+        "citation": {
+            "issue": r["file"].rsplit(".", 1)[0],
+            "file": r["file"],
+            "title": r["title"],
+            "byline": r["byline"],
+            "story": r["story"],
+            "paragraph": r["paragraph"],
+            "lines": r["lines"],
+            "url": story_url(r["file"], r["story"], r["paragraph"]),
+        },
+        "retrievers": a.retrievers,
+    }
+
+
+def result_json(result: Result) -> dict:
+    """A whole result: answers, the refusal flag, the generation it came from."""
+    return {
+        "question": result.question,
+        "answerable": result.answerable,
+        "answers": [answer_json(a) for a in result.answers],
+        "generation": result.generation,
+        "mode": result.mode,
+        "took_ms": result.took_ms,
+    }

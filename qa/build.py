@@ -1,0 +1,205 @@
+"""Write index generations: `qa index` (from scratch) and `qa add` (new or changed issues)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings
+from .encoders import Encoder
+from .index import (
+    IndexMismatch,
+    IndexMissing,
+    _load_segment,
+    _write_segment,
+    current_generation,
+    new_manifest,
+    publish,
+    read_manifest,
+    writer_lock,
+)
+from .ingest import IngestError, Issue, issue_files, parse_file
+from .text import get_tokenizer
+
+
+class NothingToIndex(RuntimeError):
+    """Every given file was rejected (or none was given); the index is left as it was."""
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file of a build or add."""
+
+    file: str
+    status: str  # added | replaced | unchanged | rejected
+    passages: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class WriteReport:
+    """The result of a build or an add."""
+
+    generation: str | None
+    previous: str | None
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    embedded: int = 0
+    model: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        """JSON form for the CLI and the admin API."""
+        return {"generation": self.generation, "previous": self.previous,
+                "model": self.model, "embedded": self.embedded,
+                "seconds": round(self.seconds, 3),
+                "files": [o.__dict__ for o in self.outcomes]}
+
+
+def issue_records(issue: Issue) -> list[dict]:
+    """One stored record per passage, carrying its full citation."""
+    return [
+        {"file": issue.file, "issue_sha": issue.sha256, "story": s_no, "title": story.title,
+         "subtitle": story.subtitle, "byline": story.byline, "paragraph": p.paragraph,
+         "lines": list(p.lines), "text": p.text}
+        for s_no, story in enumerate(issue.stories, 1)
+        for p in story.passages
+    ]
+
+
+def _parse_all(paths: Sequence[str | Path]) -> tuple[list[Issue], list[FileOutcome]]:
+    issues: list[Issue] = []
+    rejected: list[FileOutcome] = []
+    seen: set[str] = set()
+    for path in issue_files(list(paths)):
+        if path.name in seen:
+            rejected.append(FileOutcome(path.name, "rejected", reason="same file name given twice"))
+            continue
+        seen.add(path.name)
+        try:
+            issues.append(parse_file(path))
+        except IngestError as exc:
+            rejected.append(FileOutcome(path.name, "rejected", reason=str(exc)))
+    return issues, rejected
+
+
+def _embed(encoder: Encoder | None, records: list[dict], progress: bool) -> np.ndarray | None:
+    if encoder is None:
+        return None
+    if not records:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    return encoder.encode_passages([r["text"] for r in records], progress=progress)
+
+
+def build(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None,
+          progress: bool = False) -> WriteReport:
+    """Build a new generation from scratch out of the given issue files and directories."""
+    started = time.perf_counter()
+    root = Path(settings.index_dir)
+    issues, rejected = _parse_all(paths)
+    if not issues:
+        reasons = "; ".join(o.reason or "" for o in rejected) or "no issue files given"
+        raise NothingToIndex(f"nothing to index: {reasons}")
+    records = [r for issue in issues for r in issue_records(issue)]
+    vectors = _embed(encoder, records, progress)
+    tokenizer = get_tokenizer(settings.tokenizer)
+    with writer_lock(root, settings.lock_timeout):
+        previous = current_generation(root)
+        name, entry = _write_segment(root, records, tokenizer, vectors, settings.dense_exact_max)
+        manifest = new_manifest(
+            root, tokenizer=settings.tokenizer, model=encoder.name if encoder else None,
+            dim=encoder.dim if encoder else None, segments=[entry],
+            issues={i.file: {"sha256": i.sha256, "segment": name, "stories": len(i.stories),
+                             "passages": sum(len(s.passages) for s in i.stories)}
+                    for i in issues})
+        publish(root, manifest, settings.keep_generations)
+    outcomes = [FileOutcome(i.file, "added", sum(len(s.passages) for s in i.stories))
+                for i in issues]
+    return WriteReport(manifest["generation"], previous, outcomes + rejected, len(records)
+                       if encoder else 0, manifest["model"], time.perf_counter() - started)
+
+
+def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None,
+        progress: bool = False) -> WriteReport:
+    """Add issues to the published generation: new ones are indexed, an unchanged one is a
+    no-op, one with the same name and new content replaces its old passages. Only new passages
+    are embedded."""
+    started = time.perf_counter()
+    root = Path(settings.index_dir)
+    issues, rejected = _parse_all(paths)
+    with writer_lock(root, settings.lock_timeout):
+        try:
+            base = read_manifest(root)
+        except IndexMissing:
+            base = None
+        if base is None:
+            if not issues:
+                raise NothingToIndex("nothing to index: " + "; ".join(
+                    o.reason or "" for o in rejected))
+        else:
+            if base["tokenizer"] != settings.tokenizer:
+                raise IndexMismatch(f"index uses tokenizer {base['tokenizer']!r}, settings say "
+                                    f"{settings.tokenizer!r}; rebuild with `qa index`")
+            if base["model"] and (encoder is None or encoder.name != base["model"]):
+                have = encoder.name if encoder else "no sentence model"
+                raise IndexMismatch(
+                    f"index has dense vectors from {base['model']} but {have} is loaded; new "
+                    f"passages cannot be embedded with the same model (load {base['model']}, or "
+                    f"rebuild with `qa index`)")
+            if not base["model"]:
+                encoder = None  # a lexical-only archive stays lexical only until rebuilt
+        outcomes: list[FileOutcome] = []
+        fresh: list[Issue] = []
+        replaced: set[str] = set()
+        known = base["issues"] if base else {}
+        for issue in issues:
+            n = sum(len(s.passages) for s in issue.stories)
+            old = known.get(issue.file)
+            if old and old["sha256"] == issue.sha256:
+                outcomes.append(FileOutcome(issue.file, "unchanged", n))
+                continue
+            if old:
+                replaced.add(issue.file)
+            outcomes.append(FileOutcome(issue.file, "replaced" if old else "added", n))
+            fresh.append(issue)
+        previous = base["generation"] if base else None
+        if not fresh:
+            return WriteReport(previous, previous, outcomes + rejected, 0,
+                               base["model"] if base else None, time.perf_counter() - started)
+
+        tokenizer = get_tokenizer(settings.tokenizer)
+        segments = list(base["segments"]) if base else []
+        issues_map = {k: dict(v) for k, v in known.items()}
+        for entry in [s for s in segments if any(
+                known[f]["segment"] == s["name"] for f in replaced)]:
+            segments.remove(entry)
+            seg = _load_segment(root, entry, check_sha=False)
+            records = list(seg.records())
+            keep = np.array([r["file"] not in replaced for r in records], dtype=bool)
+            if keep.any():
+                vectors = np.asarray(seg.dense.vectors)[keep] if seg.dense else None
+                name, new_entry = _write_segment(
+                    root, [r for r, k in zip(records, keep, strict=True) if k], tokenizer, vectors,
+                    settings.dense_exact_max)
+                segments.append(new_entry)
+                for meta in issues_map.values():
+                    if meta["segment"] == entry["name"]:
+                        meta["segment"] = name
+        records = [r for issue in fresh for r in issue_records(issue)]
+        vectors = _embed(encoder, records, progress)
+        name, entry = _write_segment(root, records, tokenizer, vectors, settings.dense_exact_max)
+        segments.append(entry)
+        for issue in fresh:
+            issues_map[issue.file] = {"sha256": issue.sha256, "segment": name,
+                                      "stories": len(issue.stories),
+                                      "passages": sum(len(s.passages) for s in issue.stories)}
+        model = base["model"] if base else (encoder.name if encoder else None)
+        dim = base["dim"] if base else (encoder.dim if encoder else None)
+        manifest = new_manifest(root, tokenizer=settings.tokenizer, model=model, dim=dim,
+                                segments=segments, issues=issues_map)
+        publish(root, manifest, settings.keep_generations)
+    return WriteReport(manifest["generation"], previous, outcomes + rejected,
+                       len(records) if encoder else 0, model, time.perf_counter() - started)

@@ -1,0 +1,128 @@
+"""Sentence encoders: a protocol, the sentence-transformers implementation, a fast failure."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+import numpy as np
+
+HUB_PROBE_TIMEOUT = 3.0  # seconds to decide the model hub is unreachable
+
+
+class EncoderUnavailable(RuntimeError):
+    """The configured sentence model cannot be loaded (not cached, no network, bad path)."""
+
+
+class Encoder(Protocol):
+    """What retrieval needs from a sentence model."""
+
+    name: str
+    dim: int
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 embeddings of questions."""
+        ...
+
+    def encode_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Unit-length float32 embeddings of passages."""
+        ...
+
+
+# Model families were trained with their own prefixes; leaving them out costs retrieval quality.
+# (family marker in the model name, query prefix, passage prefix)
+PROMPTS: list[tuple[str, str, str]] = [
+    ("e5", "query: ", "passage: "),
+    ("bge-m3", "", ""),
+    ("bge-small-zh", "为这个句子生成表示以用于检索相关文章：", ""),
+    ("bge-base-zh", "为这个句子生成表示以用于检索相关文章：", ""),
+    ("bge-large-zh", "为这个句子生成表示以用于检索相关文章：", ""),
+]
+
+
+def prompts_for(model: str) -> tuple[str, str]:
+    """(query prefix, passage prefix) for a model name or directory."""
+    name = Path(model).name.lower() if os.sep in model else model.lower()
+    for marker, q, p in PROMPTS:
+        if marker in name:
+            return q, p
+    return "", ""
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    # Without this probe a missing model takes ~70 s to fail (5 retries per file) on a machine
+    # with no route to the hub; a TCP connect answers in milliseconds to a few seconds.
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout):
+            return True
+    except OSError:
+        return False
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model loaded by hub name or local directory."""
+
+    def __init__(self, model: str, batch_size: int = 32):
+        started = time.perf_counter()
+        self.name = model
+        self.batch_size = batch_size
+        self.query_prefix, self.passage_prefix = prompts_for(model)
+        local = Path(model).expanduser()
+        looks_like_path = model.startswith((".", "/", "~")) or local.exists()
+        if looks_like_path and not local.is_dir():
+            raise EncoderUnavailable(f"model directory {model} does not exist")
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            if looks_like_path:
+                self.model = SentenceTransformer(str(local), device="cpu")
+            else:
+                try:  # the local cache first: instant when the model was downloaded before
+                    self.model = SentenceTransformer(model, device="cpu", local_files_only=True)
+                except OSError:
+                    if _offline():
+                        raise EncoderUnavailable(
+                            f"model {model} is not in the local cache and HF_HUB_OFFLINE is set"
+                        ) from None
+                    if not _hub_reachable():
+                        raise EncoderUnavailable(
+                            f"model {model} is not cached and the model hub is unreachable"
+                        ) from None
+                    self.model = SentenceTransformer(model, device="cpu")
+        except EncoderUnavailable:
+            raise
+        except Exception as exc:  # corrupt directory, incompatible weights, ...
+            raise EncoderUnavailable(f"model {model} could not be loaded: {exc}") from exc
+        # sentence-transformers 6 renamed get_sentence_embedding_dimension
+        get_dim = (getattr(self.model, "get_embedding_dimension", None)
+                   or self.model.get_sentence_embedding_dimension)
+        self.dim = int(get_dim())
+        self.load_seconds = time.perf_counter() - started
+
+    def _encode(self, texts: list[str], prefix: str, progress: bool) -> np.ndarray:
+        vectors = self.model.encode(
+            [prefix + t for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=progress)
+        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Unit-length embeddings of questions, with the family's query prefix."""
+        return self._encode(texts, self.query_prefix, False)
+
+    def encode_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Unit-length embeddings of passages, with the family's passage prefix."""
+        return self._encode(texts, self.passage_prefix, progress)
+
+
+def load_encoder(model: str, batch_size: int = 32) -> Encoder:
+    """Load the configured model or raise EncoderUnavailable with one plain sentence."""
+    return SentenceTransformerEncoder(model, batch_size=batch_size)

@@ -1,0 +1,129 @@
+"""Score an index against a question file (format: ../shared/eval/README.md)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from .search import Result, Searcher
+from .text import strip_ws
+
+KS = (1, 5, 10)
+
+
+class EvalFileError(ValueError):
+    """The question file is missing or malformed; the message names the line."""
+
+
+def load_questions(path: str | Path) -> list[dict]:
+    """Read a JSONL question file, checking the fields every line needs."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalFileError(f"{path}: cannot read ({exc})") from None
+    out = []
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            q = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalFileError(f"{path}:{no}: not JSON ({exc.msg})") from None
+        if not isinstance(q, dict) or not isinstance(q.get("question"), str):
+            raise EvalFileError(f"{path}:{no}: needs a 'question' string")
+        if (q.get("answer") is None) != (q.get("file") is None):
+            raise EvalFileError(f"{path}:{no}: 'file' and 'answer' are both set or both null")
+        q.setdefault("id", f"line{no}")
+        q.setdefault("type", "unanswerable" if q.get("answer") is None else "unknown")
+        out.append(q)
+    if not out:
+        raise EvalFileError(f"{path}: no questions")
+    return out
+
+
+def hit_rank(question: dict, result: Result, k: int = 10) -> int | None:
+    """1-based rank of the first passage from the right file containing the answer."""
+    answer = strip_ws(question["answer"])
+    for r, a in enumerate(result.answers[:k], 1):
+        if a.record["file"] == question["file"] and answer in strip_ws(a.record["text"]):
+            return r
+    return None
+
+
+def _cite(r: dict) -> str:
+    return f"{r['file']} · {r['title']} ¶{r['paragraph']}"
+
+
+def _metrics(ranks: list[int | None]) -> dict:
+    n = len(ranks)
+    out: dict = {"n": n}
+    for k in KS:
+        out[f"recall@{k}"] = round(sum(1 for r in ranks if r and r <= k) / n, 4) if n else 0.0
+    out["mrr@10"] = round(sum(1 / r for r in ranks if r and r <= 10) / n, 4) if n else 0.0
+    return out
+
+
+def evaluate(searcher: Searcher, questions: list[dict]) -> dict:
+    """Recall@1/5/10 and MRR@10 (overall and per type), refusals, and the misses."""
+    ranks: list[int | None] = []
+    by_type: dict[str, list[int | None]] = defaultdict(list)
+    unanswerable = refused = false_refusals = 0
+    misses = []
+    latencies = []
+    for q in questions:
+        result = searcher.ask(q["question"], top_k=10)
+        latencies.append(result.took_ms)
+        top = result.answers[0].record if result.answers else None
+        if q.get("answer") is None:
+            unanswerable += 1
+            refused += not result.answerable
+            if result.answerable:
+                misses.append({"id": q["id"], "question": q["question"], "type": q["type"],
+                               "why": "answered an unanswerable question",
+                               "got": top and _cite(top)})
+            continue
+        rank = hit_rank(q, result)
+        ranks.append(rank)
+        by_type[q["type"]].append(rank)
+        false_refusals += not result.answerable
+        if rank != 1 or not result.answerable:
+            misses.append({
+                "id": q["id"], "question": q["question"], "type": q["type"], "rank": rank,
+                "why": "refused" if not result.answerable else f"hit at rank {rank}",
+                "expected": f"{q['file']} · {q.get('title', '')}",
+                "got": top and _cite(top)})
+    report = _metrics(ranks)
+    report["by_type"] = {t: _metrics(r) for t, r in sorted(by_type.items())}
+    report["unanswerable"] = {"n": unanswerable,
+                              "refused": round(refused / unanswerable, 4) if unanswerable else 0.0}
+    report["false_refusal"] = round(false_refusals / len(ranks), 4) if ranks else 0.0
+    report["mode"] = searcher.mode
+    report["generation"] = searcher.index.generation
+    latencies.sort()
+    report["query_ms_p50"] = latencies[len(latencies) // 2] if latencies else 0.0
+    report["misses"] = misses
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A readable table of an evaluation report."""
+    lines = [f"generation {report['generation']} ({report['mode']}), "
+             f"{report['n']} answerable questions",
+             f"{'':14}{'n':>5}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MRR@10':>8}"]
+    rows = [("all", report)] + list(report["by_type"].items())
+    for name, m in rows:
+        lines.append(f"{name:14}{m['n']:>5}{m['recall@1']:>8.3f}{m['recall@5']:>8.3f}"
+                     f"{m['recall@10']:>8.3f}{m['mrr@10']:>8.3f}")
+    u = report["unanswerable"]
+    lines.append(f"unanswerable refused: {u['refused']:.3f} of {u['n']}; "
+                 f"answerable wrongly refused: {report['false_refusal']:.3f}")
+    lines.append(f"query latency p50: {report['query_ms_p50']:.1f} ms")
+    if report["misses"]:
+        lines.append("misses:")
+        for m in report["misses"]:
+            lines.append(f"  {m['id']} [{m['type']}] {m['why']}: {m['question']}")
+            lines.append(f"      got {m.get('got')}" + (f"; expected {m['expected']}"
+                                                          if m.get("expected") else ""))
+    return "\n".join(lines)

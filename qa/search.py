@@ -1,0 +1,201 @@
+"""Retrieval: lexical and dense candidates, fusion, duplicate collapse, best sentence, refusal."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from .config import Settings
+from .encoders import Encoder
+from .fusion import coverage, rrf
+from .index import Index, IndexMismatch, index_text
+from .lexical import idf
+from .text import char_ngrams, fold, jieba_words, mask_question_words, query_tokens, split_sentences
+from .text import strip_ws as _strip_ws
+
+
+class QuestionError(ValueError):
+    """A question or parameter the service cannot accept (empty, too long, bad top_k)."""
+
+
+@dataclass
+class Answer:
+    """One ranked passage with its citation, evidence and confidence."""
+
+    gid: int
+    record: dict
+    score: float
+    confidence: float
+    highlight: str
+    highlight_span: tuple[int, int]
+    terms: list[str]
+    retrievers: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def passage_id(self) -> str:
+        """Stable id: file, story number, paragraph number."""
+        r = self.record
+        return f"{r['file']}:{r['story']}:{r['paragraph']}"
+
+
+@dataclass
+class Result:
+    """The answers to one question."""
+
+    question: str
+    answers: list[Answer]
+    answerable: bool
+    generation: str
+    mode: str  # "dense" or "lexical only"
+    took_ms: float
+
+
+_NUMERAL = "0-9０-９零〇一二两三四五六七八九十百千万亿几数半"
+# Chinese measure words (a closed class): "多少份" asks for a count of 份.
+_UNITS = sorted("""人次 场次 户次 万元 亿元 平方米 平方公里 公里 千米 千瓦时 兆瓦 公顷 小时 分钟
+    个 名 人 位 家 元 块 册 份 本 场 次 件 项 条 座 所 户 头 只 尾 辆 台 套 亩 米 吨 斤 克 篇 期 批
+    张 间 栋 处 部 支 株 棵 种 类 届 轮 趟 遍 倍 岁 天 年 月 周 层 级""".split(), key=len, reverse=True)  # noqa: SIM905, E501
+_QUANTITY_Q = re.compile("(?:多少|几(?![乎点时号]))(钱|" + "|".join(_UNITS) + ")?")  # noqa: E501
+_TIME_Q = re.compile(r"什么时候|何时|几点|几时|哪一?年|哪一?天|几月|几号|多久|多长时间")
+_TIME_A = re.compile(rf"[{_NUMERAL}]+\s*(?:年|月|日|号|天|周|小时|时|点|分钟)"
+                     r"|[今明去前后]年|年[初底]|月[初底]|近日|日前|目前|当天|上半年|下半年|春节|国庆|每[年月周天日]")
+
+
+def expected_answer(question: str) -> tuple[str, str] | None:
+    """The answer type a question asks for: ('quantity', unit or '') or ('time', ''), or None."""
+    if m := _QUANTITY_Q.search(question):
+        unit = "元" if m.group(1) == "钱" else (m.group(1) or "")
+        return ("quantity", unit)
+    if _TIME_Q.search(question):
+        return ("time", "")
+    return None
+
+
+def satisfies(expected: tuple[str, str] | None, text: str) -> bool:
+    """Whether text can answer that type: a number (with the asked-for unit) or a time phrase.
+
+    Classic answer-type checking: a "多少份" question needs "…份" in the evidence; a passage
+    that only shares the question's topic words cannot be the answer.
+    """
+    if expected is None:
+        return True
+    kind, unit = expected
+    if kind == "time":
+        return bool(_TIME_A.search(text))
+    if not unit:
+        return bool(re.search(f"[{_NUMERAL}]", text))
+    return bool(re.search(rf"[{_NUMERAL}]\s*[{_NUMERAL}.,%余多近约超]*\s*{re.escape(unit)}", text))
+
+
+def _near_duplicate(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    ga, gb = set(char_ngrams(a)), set(char_ngrams(b))
+    return bool(ga and gb) and len(ga & gb) / len(ga | gb) >= 0.9
+
+
+class Searcher:
+    """Answers questions from one loaded index generation (and its sentence model, if any)."""
+
+    def __init__(self, index: Index, encoder: Encoder | None, settings: Settings):
+        if index.model and encoder is not None and encoder.name != index.model:
+            raise IndexMismatch(f"index {index.generation} was embedded with {index.model}, "
+                                f"but the loaded model is {encoder.name}")
+        if encoder is not None and index.model is None:
+            encoder = None  # a lexical-only index: the model has no vectors to search
+        if index.model and encoder is not None and index.manifest.get("dim") != encoder.dim:
+            raise IndexMismatch(f"index dimension {index.manifest.get('dim')} != model "
+                                f"dimension {encoder.dim}")
+        self.index = index
+        self.encoder = encoder
+        self.settings = settings
+
+    @property
+    def mode(self) -> str:
+        """'dense' when a sentence model is in use, else 'lexical only'."""
+        return "dense" if self.encoder is not None else "lexical only"
+
+    def validate(self, question: object, top_k: object = None) -> tuple[str, int]:
+        """Check a question and top_k; raise QuestionError with a message a user can act on."""
+        s = self.settings
+        if not isinstance(question, str):
+            raise QuestionError("question must be a string")
+        question = question.strip()
+        if not question:
+            raise QuestionError("question is empty")
+        if len(question) > s.max_question_chars:
+            raise QuestionError(f"question is {len(question)} characters; the limit is "
+                                f"{s.max_question_chars}")
+        if top_k is None:
+            top_k = s.default_top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, int):
+            raise QuestionError("top_k must be an integer")
+        if not 1 <= top_k <= s.max_top_k:
+            raise QuestionError(f"top_k must be between 1 and {s.max_top_k}")
+        return question, top_k
+
+    def ask(self, question: str, top_k: int | None = None) -> Result:
+        """Rank passages for a question; flag the result unanswerable when nothing is confident."""
+        started = time.perf_counter()
+        question, top_k = self.validate(question, top_k)
+        index, s = self.index, self.settings
+        terms = query_tokens(index.tokenizer, question)
+        lex_ids, lex_scores = index.bm25.search(terms, s.candidates)
+        rankings = {"lexical": lex_ids.tolist()}
+        scores = {"lexical": dict(zip(lex_ids.tolist(), lex_scores.tolist(), strict=True))}
+        if self.encoder is not None:
+            qvec = self.encoder.encode_queries([question])[0]
+            d_ids, d_scores = index.dense_search(qvec, s.candidates)
+            rankings["dense"] = d_ids.tolist()
+            scores["dense"] = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
+        fused = rrf(rankings, k=s.rrf_k)
+
+        weights = self._term_weights(question)
+        answers: list[Answer] = []
+        kept_texts: list[str] = []
+        for gid, score, ranks in fused:
+            if len(answers) >= top_k:
+                break
+            record = index.passage(gid)
+            key = _strip_ws(fold(record["text"]))
+            if any(_near_duplicate(key, k) for k in kept_texts):
+                continue  # the same story printed twice: keep the better-ranked copy
+            kept_texts.append(key)
+            present = set(index.tokenizer(index_text(record)))
+            conf = coverage(weights, present)
+            sentence, span = self._best_sentence(record["text"], weights)
+            answers.append(Answer(
+                gid=gid, record=record, score=score, confidence=round(conf, 4),
+                highlight=sentence, highlight_span=span,
+                terms=self._marked_terms(question, record["text"]),
+                retrievers={name: {"rank": r, "score": round(float(scores[name][gid]), 4)}
+                            for name, r in ranks.items()}))
+        answerable = (bool(answers) and answers[0].confidence >= s.min_confidence
+                      and satisfies(expected_answer(question), answers[0].record["text"]))
+        return Result(question, answers, answerable, index.generation, self.mode,
+                      round((time.perf_counter() - started) * 1000, 2))
+
+    def _term_weights(self, question: str) -> dict[str, float]:
+        # Archive IDF of each distinct query term; a term no passage has gets the largest IDF,
+        # so a question about something the archive never mentions cannot look covered.
+        bm25 = self.index.bm25
+        return {t: idf(bm25.df(t), bm25.n_docs)
+                for t in dict.fromkeys(query_tokens(self.index.tokenizer, question))}
+
+    def _best_sentence(self, text: str, weights: dict[str, float]) -> tuple[str, tuple[int, int]]:
+        best, best_score, pos, span = text, -1.0, 0, (0, len(text))
+        for sentence in split_sentences(text):
+            start = text.find(sentence, pos)
+            pos = start + len(sentence)
+            score = coverage(weights, set(self.index.tokenizer(sentence)))
+            if score > best_score:
+                best, best_score, span = sentence, score, (start, start + len(sentence))
+        return best.strip(), span
+
+    @staticmethod
+    def _marked_terms(question: str, text: str) -> list[str]:
+        """Question words (two characters or more) that occur in the passage, longest first."""
+        folded = fold(text)
+        words = {w for w in jieba_words(mask_question_words(question)) if len(w) >= 2}
+        return sorted((w for w in words if w in folded), key=lambda w: (-len(w), w))

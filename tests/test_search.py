@@ -1,0 +1,152 @@
+"""Search behaviour: validation, refusal, answer types, highlights, duplicates, the dense path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qa.build import add, build
+from qa.encoders import EncoderUnavailable, load_encoder, prompts_for
+from qa.index import Index, IndexMismatch
+from qa.search import QuestionError, Searcher, expected_answer, satisfies
+
+from .conftest import CORPUS, EXTRA, ROOT
+
+
+@pytest.fixture
+def searcher(built, settings) -> Searcher:
+    return Searcher(built, None, settings)
+
+
+@pytest.mark.parametrize(("question", "top_k", "message"), [
+    ("", None, "question is empty"),
+    ("   ", None, "question is empty"),
+    ("问" * 501, None, "question is 501 characters; the limit is 500"),
+    (123, None, "question must be a string"),
+    ("老街", 0, "top_k must be between 1 and 50"),
+    ("老街", 51, "top_k must be between 1 and 50"),
+    ("老街", "3", "top_k must be an integer"),
+    ("老街", True, "top_k must be an integer"),
+])
+def test_bad_questions(searcher, question, top_k, message):
+    with pytest.raises(QuestionError, match=message):
+        searcher.ask(question, top_k)
+
+
+def test_answer_carries_citation_highlight_and_provenance(searcher):
+    result = searcher.ask("古籍修复体验课每期限报多少人?", 2)
+    assert result.answerable and result.mode == "lexical only"
+    top = result.answers[0]
+    assert top.record["title"] == "图书馆延长开放时间"
+    assert top.record["byline"] == "孙丽"
+    assert (top.record["file"], top.record["story"], top.record["paragraph"]) == ("b_2024-02.txt", 2, 2)
+    assert top.highlight == "图书馆还开设了古籍修复体验课,每月举办两期,每期限报20人,市民可在公众号预约。"
+    start, end = top.highlight_span
+    assert top.record["text"][start:end] == top.highlight
+    assert top.retrievers == {"lexical": {"rank": 1, "score": top.retrievers["lexical"]["score"]}}
+    assert "古籍" in top.terms
+
+
+def test_question_the_archive_does_not_answer_is_refused(searcher):
+    result = searcher.ask("青山镇老街有多少年轻人返乡创业?")
+    assert not result.answerable
+    assert searcher.ask("老街引入了哪些非遗工坊?").answerable
+
+
+def test_unknown_words_only_returns_nothing(searcher):
+    result = searcher.ask("量子计算机")
+    assert result.answers == [] and not result.answerable
+
+
+@pytest.mark.parametrize(("question", "expected"), [
+    ("发放了多少份宣传册?", ("quantity", "份")),
+    ("卖了多少钱?", ("quantity", "元")),
+    ("放养了多少鱼苗?", ("quantity", "")),
+    ("有几个景区?", ("quantity", "个")),
+    ("什么时候开班?", ("time", "")),
+    ("晚上几点闭馆?", ("time", "")),
+    ("几乎所有人都来了吗?", None),
+    ("由谁挂帅?", None),
+])
+def test_expected_answer_type(question, expected):
+    assert expected_answer(question) == expected
+
+
+def test_answer_type_satisfaction():
+    assert satisfies(("quantity", "册"), "发放宣传资料26000余册")
+    assert not satisfies(("quantity", "份"), "发放宣传资料26000余册")
+    assert satisfies(("quantity", ""), "共计三千")
+    assert satisfies(("time", ""), "预计2025年6月通车")
+    assert not satisfies(("time", ""), "被列为省重点项目")
+    assert satisfies(None, "任何文字")
+
+
+def test_story_printed_twice_collapses(tmp_path, settings):
+    (tmp_path / "docs").mkdir()
+    story = "# 同一篇报道\n\n张三\n\n这是一篇被两期报纸重复刊登的报道,讲述了河道治理的经过和成效。\n"
+    (tmp_path / "docs" / "x1.txt").write_text(story, "utf-8")
+    (tmp_path / "docs" / "x2.txt").write_text(story, "utf-8")
+    build([tmp_path / "docs"], settings, None)
+    result = Searcher(Index.load(settings.index_dir), None, settings).ask("河道治理的成效", 5)
+    assert [a.record["file"] for a in result.answers] == ["x1.txt"]
+
+
+# ---------------------------------------------------------------- dense path (stand-in model)
+
+def test_prompts_follow_the_model_family():
+    assert prompts_for("intfloat/multilingual-e5-small") == ("query: ", "passage: ")
+    assert prompts_for("BAAI/bge-small-zh-v1.5")[0].startswith("为这个句子")
+    assert prompts_for("/models/all-MiniLM-L6-v2") == ("", "")
+
+
+def test_missing_model_fails_fast_and_plainly(tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(EncoderUnavailable, match="does not exist"):
+        load_encoder(str(tmp_path / "no-such-model"))
+    code = ("import os, time; os.environ['HF_HUB_OFFLINE']='1'\n"
+            "from qa.encoders import load_encoder, EncoderUnavailable\n"
+            "try:\n    load_encoder('org/definitely-not-cached-model')\n"
+            "except EncoderUnavailable as e:\n    print('UNAVAILABLE', e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=120)
+    assert "UNAVAILABLE model org/definitely-not-cached-model is not in the local cache and " \
+           "HF_HUB_OFFLINE is set" in proc.stdout, proc.stderr
+    assert time.perf_counter() - started < 60
+
+
+def test_dense_path_with_the_stand_in_model(settings, stand_in_encoder, stand_in_model_path):
+    dense_settings = settings.with_(model=stand_in_model_path)
+    report = build([CORPUS], dense_settings, stand_in_encoder)
+    assert report.embedded == 8
+    index = Index.load(settings.index_dir)
+    assert index.manifest["model"] == stand_in_model_path
+    assert index.manifest["dim"] == 384
+    assert index.manifest["retrievers"] == ["lexical", "dense"]
+    # a passage's own text, as a query, is its own nearest neighbour
+    target = index.passage(3)
+    ids, scores = index.dense_search(stand_in_encoder.encode_queries([target["text"]])[0], 3)
+    assert ids[0] == 3 and scores[0] == pytest.approx(1.0, abs=1e-3)
+    searcher = Searcher(index, stand_in_encoder, dense_settings)
+    assert searcher.mode == "dense"
+    top = searcher.ask("古籍修复体验课每期限报多少人?", 3).answers[0]
+    assert set(top.retrievers) == {"lexical", "dense"}
+    # adding embeds only the new passages, with the same model
+    more = add([EXTRA], dense_settings, stand_in_encoder)
+    assert more.embedded == 2
+    with pytest.raises(IndexMismatch, match="dense vectors from"):
+        add([EXTRA], dense_settings, None)
+
+
+def test_model_mismatch_is_a_clear_error(settings, stand_in_encoder, stand_in_model_path):
+    build([CORPUS], settings.with_(model=stand_in_model_path), stand_in_encoder)
+    index = Index.load(settings.index_dir)
+
+    class Other:
+        name, dim = "some/other-model", 384
+
+    with pytest.raises(IndexMismatch, match="embedded with .* but the loaded model is some/other"):
+        Searcher(index, Other(), settings)
