@@ -230,6 +230,21 @@ def eval_cmd(settings: Settings, file: Path, as_json: bool) -> None:
         click.echo(format_report(report))
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=None, type=int, help="Worker processes (default QA_WORKERS).")
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, workers: int | None) -> None:
+    """Serve the web form and the JSON API under gunicorn (index and model loaded per worker)."""
+    if settings.debug:
+        raise click.ClickException("refusing to serve in production with QA_DEBUG on; use "
+                                   "`flask --app qa.web run --debug` for development")
+    from .serve import run_gunicorn
+
+    run_gunicorn(settings, host, port, workers or settings.workers)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="qa")

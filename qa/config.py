@@ -19,6 +19,8 @@ class Settings:
 
     index_dir: str = _f("embeddings/default", "index directory holding the generations")
     seeds_dir: str = _f("seeds", "issues indexed by `qa index` with no paths and by `make run`")
+    upload_dir: str = _f("embeddings/uploads", "where issues uploaded by editors are kept, and "
+                         "their job records")
     model: str = _f(DEFAULT_MODEL, "sentence-transformers model name or local directory; "
                     "'none' for lexical only")
     tokenizer: str = _f("jieba+bigram", "lexical analyser: jieba+bigram, jieba or bigram")

@@ -52,6 +52,11 @@ class SearcherHolder:
         self.error: str | None = None
 
     @property
+    def encoder(self) -> Encoder | None:
+        """The loaded sentence model, if any (what an add must embed new passages with)."""
+        return self._status.encoder if self._status else None
+
+    @property
     def note(self) -> str | None:
         """Why search is lexical only, if it is."""
         return self._status.note if self._status else None

@@ -88,6 +88,25 @@ def satisfies(expected: tuple[str, str] | None, text: str) -> bool:
     return bool(re.search(rf"[{_NUMERAL}]\s*[{_NUMERAL}.,%余多近约超]*\s*{re.escape(unit)}", text))
 
 
+def validate_question(s: Settings, question: object, top_k: object = None) -> tuple[str, int]:
+    """Check a question and top_k; raise QuestionError with a message a user can act on."""
+    if not isinstance(question, str):
+        raise QuestionError("question must be a string")
+    question = question.strip()
+    if not question:
+        raise QuestionError("question is empty")
+    if len(question) > s.max_question_chars:
+        raise QuestionError(f"question is {len(question)} characters; the limit is "
+                            f"{s.max_question_chars}")
+    if top_k is None:
+        top_k = s.default_top_k
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise QuestionError("top_k must be an integer")
+    if not 1 <= top_k <= s.max_top_k:
+        raise QuestionError(f"top_k must be between 1 and {s.max_top_k}")
+    return question, top_k
+
+
 def _near_duplicate(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -117,23 +136,8 @@ class Searcher:
         return "dense" if self.encoder is not None else "lexical only"
 
     def validate(self, question: object, top_k: object = None) -> tuple[str, int]:
-        """Check a question and top_k; raise QuestionError with a message a user can act on."""
-        s = self.settings
-        if not isinstance(question, str):
-            raise QuestionError("question must be a string")
-        question = question.strip()
-        if not question:
-            raise QuestionError("question is empty")
-        if len(question) > s.max_question_chars:
-            raise QuestionError(f"question is {len(question)} characters; the limit is "
-                                f"{s.max_question_chars}")
-        if top_k is None:
-            top_k = s.default_top_k
-        if isinstance(top_k, bool) or not isinstance(top_k, int):
-            raise QuestionError("top_k must be an integer")
-        if not 1 <= top_k <= s.max_top_k:
-            raise QuestionError(f"top_k must be between 1 and {s.max_top_k}")
-        return question, top_k
+        """Check a question and top_k against this searcher's settings."""
+        return validate_question(self.settings, question, top_k)
 
     def ask(self, question: str, top_k: int | None = None) -> Result:
         """Rank passages for a question; flag the result unanswerable when nothing is confident."""

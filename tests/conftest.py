@@ -60,3 +60,18 @@ def corpus_copy(tmp_path) -> Path:
 def runner() -> CliRunner:
     """Click's runner for the `qa` command."""
     return CliRunner()
+
+
+@pytest.fixture
+def app(built, settings):
+    """The Flask app on the built fixture index (no background poller; tests refresh by hand)."""
+    from qa.web import create_app
+
+    return create_app(settings.with_(reload_interval=0, rate_limit_per_minute=0,
+                                     upload_dir=str(Path(settings.index_dir).parent / "up")))
+
+
+@pytest.fixture
+def client(app):
+    """Flask's test client."""
+    return app.test_client()
