@@ -30,6 +30,7 @@ run: $(STAMP)
 	$(BIN)/qa serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
+	bash scripts/ensure-browser.sh
 	$(BIN)/python -m ruff check qa tests bench
 	$(BIN)/python -m pytest
 

@@ -122,6 +122,17 @@ class BM25:
         df = self.df(term)
         return idf(df, self.n_docs) if df else 0.0
 
+    def contains(self, term: str, gid: int) -> bool:
+        """Whether document gid (a global id) contains term; a binary search in its postings."""
+        k = int(np.searchsorted(self.offsets, gid, side="right") - 1)
+        seg, local = self.segments[k], gid - int(self.offsets[k])
+        t = seg.vocab.get(term)
+        if t is None:
+            return False
+        docs = seg.docs[seg.indptr[t] : seg.indptr[t + 1]]
+        i = int(np.searchsorted(docs, local))
+        return i < docs.shape[0] and int(docs[i]) == local
+
     def scores(self, terms: Sequence[str]) -> np.ndarray:
         """BM25 score of every document for the unique query terms (dense float32 array)."""
         out = np.zeros(self.n_docs, dtype=np.float32)

@@ -9,9 +9,17 @@ from dataclasses import dataclass, field
 from .config import Settings
 from .encoders import Encoder
 from .fusion import coverage, rrf
-from .index import Index, IndexMismatch, index_text
+from .index import Index, IndexMismatch
 from .lexical import idf
-from .text import char_ngrams, fold, jieba_words, mask_question_words, query_tokens, split_sentences
+from .text import (
+    BIGRAM_PREFIX,
+    char_ngrams,
+    fold,
+    jieba_words,
+    mask_question_words,
+    query_tokens,
+    split_sentences,
+)
 from .text import strip_ws as _strip_ws
 
 
@@ -156,6 +164,8 @@ class Searcher:
         fused = rrf(rankings, k=s.rrf_k)
 
         weights = self._term_weights(question)
+        gram_weights = self._bigram_weights(question)
+        marked = self._question_words(question)
         answers: list[Answer] = []
         kept_texts: list[str] = []
         for gid, score, ranks in fused:
@@ -166,13 +176,14 @@ class Searcher:
             if any(_near_duplicate(key, k) for k in kept_texts):
                 continue  # the same story printed twice: keep the better-ranked copy
             kept_texts.append(key)
-            present = set(index.tokenizer(index_text(record)))
+            # which query terms this passage has, read from the postings (no re-tokenising)
+            present = {t for t in weights if index.bm25.contains(t, gid)}
             conf = coverage(weights, present)
-            sentence, span = self._best_sentence(record["text"], weights)
+            sentence, span = self._best_sentence(record["text"], gram_weights)
             answers.append(Answer(
                 gid=gid, record=record, score=score, confidence=round(conf, 4),
                 highlight=sentence, highlight_span=span,
-                terms=self._marked_terms(question, record["text"]),
+                terms=[w for w in marked if w in fold(record["text"])],
                 retrievers={name: {"rank": r, "score": round(float(scores[name][gid]), 4)}
                             for name, r in ranks.items()}))
         answerable = (bool(answers) and answers[0].confidence >= s.min_confidence
@@ -187,19 +198,31 @@ class Searcher:
         return {t: idf(bm25.df(t), bm25.n_docs)
                 for t in dict.fromkeys(query_tokens(self.index.tokenizer, question))}
 
-    def _best_sentence(self, text: str, weights: dict[str, float]) -> tuple[str, tuple[int, int]]:
+    def _bigram_weights(self, question: str) -> dict[str, float]:
+        # Sentences are scored on character bigrams (cheap, no segmentation), weighted by the
+        # archive IDF of the same bigrams when the index has them.
+        prefix = BIGRAM_PREFIX.get(self.index.manifest["tokenizer"])
+        bm25 = self.index.bm25
+        grams = dict.fromkeys(char_ngrams(mask_question_words(question)))
+        if prefix is None:
+            return dict.fromkeys(grams, 1.0)
+        return {g: idf(bm25.df(prefix + g), bm25.n_docs) for g in grams}
+
+    @staticmethod
+    def _best_sentence(text: str, weights: dict[str, float]) -> tuple[str, tuple[int, int]]:
         best, best_score, pos, span = text, -1.0, 0, (0, len(text))
         for sentence in split_sentences(text):
             start = text.find(sentence, pos)
             pos = start + len(sentence)
-            score = coverage(weights, set(self.index.tokenizer(sentence)))
+            score = coverage(weights, set(char_ngrams(sentence)))
             if score > best_score:
                 best, best_score, span = sentence, score, (start, start + len(sentence))
-        return best.strip(), span
+        lead = len(best) - len(best.lstrip())
+        trail = len(best) - len(best.rstrip())
+        return best.strip(), (span[0] + lead, span[1] - trail)
 
     @staticmethod
-    def _marked_terms(question: str, text: str) -> list[str]:
-        """Question words (two characters or more) that occur in the passage, longest first."""
-        folded = fold(text)
+    def _question_words(question: str) -> list[str]:
+        """Question words of two characters or more, longest first (marked in the passage)."""
         words = {w for w in jieba_words(mask_question_words(question)) if len(w) >= 2}
-        return sorted((w for w in words if w in folded), key=lambda w: (-len(w), w))
+        return sorted(words, key=lambda w: (-len(w), w))

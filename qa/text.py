@@ -137,6 +137,9 @@ def hybrid_tokens(text: str) -> list[str]:
     return jieba_words(text) + ["§" + g for g in char_ngrams(text)]
 
 
+# How each analyser names a character bigram in the index (None: it has no bigrams).
+BIGRAM_PREFIX: dict[str, str | None] = {"jieba+bigram": "§", "jieba": None, "bigram": ""}
+
 TOKENIZERS: dict[str, Tokenizer] = {
     "jieba+bigram": hybrid_tokens,
     "jieba": jieba_words,
