@@ -96,15 +96,24 @@ def _report(report: WriteReport, as_json: bool) -> None:
 @cli.command("index")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--if-missing", is_flag=True, help="Do nothing when an index is already published.")
+@click.option("--require-model", is_flag=True,
+              help="Fail instead of building lexical only when the model cannot be loaded.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
-def index_cmd(settings: Settings, paths: tuple[Path, ...], if_missing: bool, as_json: bool) -> None:
+def index_cmd(settings: Settings, paths: tuple[Path, ...], if_missing: bool, require_model: bool,
+              as_json: bool) -> None:
     """Build a new index generation from scratch (default: the seeds directory)."""
     root = Path(settings.index_dir)
     if if_missing and current_generation(root):
         click.echo(f"index {root} is already built ({current_generation(root)})")
         return
-    encoder = _write_encoder(settings)
+    if require_model:
+        status = open_encoder(settings)
+        if status.encoder is None:
+            raise click.ClickException(f"--require-model: {status.note}")
+        encoder = status.encoder
+    else:
+        encoder = _write_encoder(settings)
     try:
         report = build(list(paths) or [settings.seeds_dir], settings, encoder, progress=not as_json)
     except (NothingToIndex, IndexError_) as exc:
