@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint index clean
+.PHONY: install run test lint bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ test: $(STAMP)
 	bash scripts/ensure-browser.sh
 	$(BIN)/python -m ruff check qa tests bench
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	PIP_CONSTRAINT=$(VENV)/constraints.txt $(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python bench/run.py --quick
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check qa tests bench

@@ -149,7 +149,7 @@ def _write_segment(root: Path, records: list[dict], tokenizer: Callable[[str], l
                             "start": i, "count": 0})
         stories[-1]["count"] += 1
     (tmp / "stories.json").write_text(json.dumps(stories, ensure_ascii=False), encoding="utf-8")
-    Postings.build([tokenizer(index_text(r)) for r in records]).save(tmp)
+    Postings.build(tokenizer(index_text(r)) for r in records).save(tmp)
     if vectors is not None:
         build_dense(tmp, vectors, dense_exact_max)
     files = {}
@@ -241,13 +241,21 @@ class Index:
 
     @classmethod
     def load(cls, root: str | Path, generation: str | None = None,
-             verify: bool | None = None) -> Index:
-        """Load and check a generation; verify=None hashes every file when the index is small."""
+             verify: bool | None = None, reuse: Index | None = None) -> Index:
+        """Load and check a generation; verify=None hashes every file when the index is small.
+
+        Segments never change, so those already loaded by `reuse` (the generation being
+        replaced) are shared instead of read again: moving to a generation that adds one
+        issue costs only that issue's segment.
+        """
         root = Path(root)
         manifest = read_manifest(root, generation)
-        total = sum(m["bytes"] for s in manifest["segments"] for m in s["files"].values())
+        known = {s.name: s for s in reuse.segments} if reuse is not None else {}
+        fresh = [e for e in manifest["segments"] if e["name"] not in known]
+        total = sum(m["bytes"] for s in fresh for m in s["files"].values())
         check = total <= VERIFY_ALL_BYTES if verify is None else verify
-        segments = [_load_segment(root, e, check) for e in manifest["segments"]]
+        segments = [known.get(e["name"]) or _load_segment(root, e, check)
+                    for e in manifest["segments"]]
         return cls(root, manifest, segments)
 
     @property

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,32 +29,33 @@ class Postings:
     vocab: dict[str, int]
     indptr: np.ndarray  # int64, len(vocab) + 1
     docs: np.ndarray  # int32, local document ids, ascending within a term
-    tfs: np.ndarray  # float32 term frequencies
+    tfs: np.ndarray  # uint16 term frequencies
     doclen: np.ndarray  # float32, tokens per document
 
     @classmethod
-    def build(cls, token_lists: Sequence[Sequence[str]]) -> Postings:
-        """Index pre-tokenised documents (local ids 0..n-1)."""
+    def build(cls, token_lists: Iterable[Sequence[str]]) -> Postings:
+        """Index pre-tokenised documents (local ids 0..n-1), streaming: postings accumulate in
+        compact typed arrays (10 bytes each), so a million documents fit in a few GiB."""
         vocab: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[int] = []
+        terms, docs, tfs, lengths = array("i"), array("i"), array("H"), array("f")
         for d, tokens in enumerate(token_lists):
+            lengths.append(len(tokens))
             for term, tf in Counter(tokens).items():
-                rows.append(vocab.setdefault(term, len(vocab)))
-                cols.append(d)
-                vals.append(tf)
-        term = np.asarray(rows, dtype=np.int64)
-        order = np.lexsort((np.asarray(cols, dtype=np.int64), term))
-        counts = np.bincount(term, minlength=len(vocab))
+                terms.append(vocab.setdefault(term, len(vocab)))
+                docs.append(d)
+                tfs.append(min(tf, 65535))
+        term = np.frombuffer(terms, dtype=np.int32) if terms else np.empty(0, np.int32)
+        # documents arrive in order, so a stable sort by term keeps them ascending per term
+        order = np.argsort(term, kind="stable")
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
+        np.cumsum(np.bincount(term, minlength=len(vocab)), out=indptr[1:])
         return cls(
             vocab=vocab,
             indptr=indptr,
-            docs=np.asarray(cols, dtype=np.int32)[order],
-            tfs=np.asarray(vals, dtype=np.float32)[order],
-            doclen=np.asarray([len(t) for t in token_lists], dtype=np.float32),
+            docs=np.frombuffer(docs, dtype=np.int32)[order] if docs else np.empty(0, np.int32),
+            tfs=np.frombuffer(tfs, dtype=np.uint16)[order] if tfs else np.empty(0, np.uint16),
+            doclen=np.frombuffer(lengths, dtype=np.float32).copy() if lengths
+            else np.empty(0, np.float32),
         )
 
     @property
@@ -112,55 +114,86 @@ class BM25:
         self.n_docs = int(self.offsets[-1])
         total = float(sum(s.doclen.sum() for s in self.segments))
         self.avgdl = total / self.n_docs if self.n_docs else 1.0
+        self._df_cache: dict[str, int] = {}
 
     def df(self, term: str) -> int:
-        """Archive-wide document frequency."""
-        return sum(s.df(term) for s in self.segments)
+        """Archive-wide document frequency (memoised: a generation never changes)."""
+        df = self._df_cache.get(term)
+        if df is None:
+            if len(self._df_cache) > 200_000:
+                self._df_cache.clear()
+            df = self._df_cache[term] = sum(s.df(term) for s in self.segments)
+        return df
 
     def idf(self, term: str) -> float:
         """Archive-wide IDF (0 for a term no document has)."""
         df = self.df(term)
         return idf(df, self.n_docs) if df else 0.0
 
-    def contains(self, term: str, gid: int) -> bool:
-        """Whether document gid (a global id) contains term; a binary search in its postings."""
-        k = int(np.searchsorted(self.offsets, gid, side="right") - 1)
-        seg, local = self.segments[k], gid - int(self.offsets[k])
-        t = seg.vocab.get(term)
-        if t is None:
-            return False
-        docs = seg.docs[seg.indptr[t] : seg.indptr[t + 1]]
-        i = int(np.searchsorted(docs, local))
-        return i < docs.shape[0] and int(docs[i]) == local
+    def match(self, terms: Sequence[str]) -> Match:
+        """Score every document for the unique query terms, in one vectorised pass per segment:
+        the postings of all terms are gathered at once and summed with bincount."""
+        uniq = [t for t in dict.fromkeys(terms) if self.df(t)]
+        weights = np.asarray([self.idf(t) for t in uniq], dtype=np.float32)
+        out = np.zeros(self.n_docs, dtype=np.float32)
+        docs_all, tids_all = [], []
+        for seg, base in zip(self.segments, self.offsets[:-1], strict=True):
+            found = [(i, seg.vocab[t]) for i, t in enumerate(uniq) if t in seg.vocab]
+            if not found:
+                continue
+            tids = np.fromiter((i for i, _ in found), dtype=np.int64, count=len(found))
+            rows = np.fromiter((r for _, r in found), dtype=np.int64, count=len(found))
+            lo, hi = seg.indptr[rows], seg.indptr[rows + 1]
+            lengths = hi - lo
+            total = int(lengths.sum())
+            # the postings ranges [lo, hi) of every term, as one index array
+            idx = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+            docs = seg.docs[idx]
+            tf = seg.tfs[idx].astype(np.float32)
+            norm = self.k1 * (1.0 - self.b + self.b * seg.doclen[docs] / self.avgdl)
+            contrib = np.repeat(weights[tids], lengths) * tf * (self.k1 + 1.0) / (tf + norm)
+            out[base : base + seg.n_docs] += np.bincount(
+                docs, weights=contrib, minlength=seg.n_docs).astype(np.float32)
+            docs_all.append(docs.astype(np.int64) + base)
+            tids_all.append(np.repeat(tids, lengths))
+        empty = np.empty(0, dtype=np.int64)
+        return Match(uniq, out, np.concatenate(docs_all) if docs_all else empty,
+                     np.concatenate(tids_all) if tids_all else empty)
 
     def scores(self, terms: Sequence[str]) -> np.ndarray:
-        """BM25 score of every document for the unique query terms (dense float32 array)."""
-        out = np.zeros(self.n_docs, dtype=np.float32)
-        for term in dict.fromkeys(terms):
-            weight = self.idf(term)
-            if weight == 0.0:
-                continue
-            for seg, base in zip(self.segments, self.offsets[:-1], strict=True):
-                t = seg.vocab.get(term)
-                if t is None:
-                    continue
-                lo, hi = seg.indptr[t], seg.indptr[t + 1]
-                docs, tf = seg.docs[lo:hi], seg.tfs[lo:hi]
-                norm = self.k1 * (1.0 - self.b + self.b * seg.doclen[docs] / self.avgdl)
-                # documents are unique within one term's postings, so fancy-index += is exact
-                out[base + docs] += weight * tf * (self.k1 + 1.0) / (tf + norm)
-        return out
+        """BM25 score of every document for the unique query terms (float32 array)."""
+        return self.match(terms).scores
 
     def search(self, terms: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (global ids, scores), best first; documents scoring 0 are never returned."""
-        scores = self.scores(terms)
+        return self.match(terms).top(k)
+
+
+@dataclass
+class Match:
+    """One query's BM25 scores and the postings that produced them."""
+
+    terms: list[str]
+    scores: np.ndarray  # per document
+    docs: np.ndarray  # global id of every matched posting
+    term_ids: np.ndarray  # index into terms of every matched posting
+
+    def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (global ids, scores), best first; ties broken by id; zero scores dropped."""
+        scores = self.scores
         positive = np.flatnonzero(scores > 0)
         if positive.size == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         if positive.size > k:
-            part = np.argpartition(-scores[positive], k - 1)[:k]
-            positive = positive[part]
-        # ties broken by id so rankings are reproducible
-        order = np.lexsort((positive, -scores[positive]))
-        ids = positive[order]
+            positive = positive[np.argpartition(-scores[positive], k - 1)[:k]]
+        ids = positive[np.lexsort((positive, -scores[positive]))]
         return ids, scores[ids]
+
+    def present(self, gids: Sequence[int]) -> list[set[str]]:
+        """For each of gids, which query terms it contains (read from the matched postings)."""
+        where = {int(g): i for i, g in enumerate(gids)}
+        out: list[set[str]] = [set() for _ in gids]
+        hit = np.isin(self.docs, np.fromiter(where, dtype=np.int64, count=len(where)))
+        for d, t in zip(self.docs[hit].tolist(), self.term_ids[hit].tolist(), strict=True):
+            out[where[d]].add(self.terms[t])
+        return out

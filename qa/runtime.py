@@ -74,7 +74,8 @@ class SearcherHolder:
             if self.searcher is not None and self.searcher.index.generation == wanted:
                 return self.searcher
             try:
-                index = Index.load(root, wanted)
+                index = Index.load(root, wanted,
+                                   reuse=self.searcher.index if self.searcher else None)
                 if index.model is None:
                     encoder = None
                     if self._status is None or self._status.encoder is None:
@@ -84,7 +85,9 @@ class SearcherHolder:
                     if self._status is None or self._status.encoder is None:
                         self._status = open_encoder(self.settings, index.model)
                     encoder = self._status.encoder
-                self.searcher = Searcher(index, encoder, self.settings)
+                searcher = Searcher(index, encoder, self.settings)
+                searcher.ask("预热")  # warm jieba, caches and the model before taking traffic
+                self.searcher = searcher
                 self.error = None
                 log.info("serving generation %s (%s)", wanted, self.searcher.mode)
             except Exception as exc:  # keep serving the old generation, say why

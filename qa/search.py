@@ -17,7 +17,6 @@ from .text import (
     fold,
     jieba_words,
     mask_question_words,
-    query_tokens,
     split_sentences,
 )
 from .text import strip_ws as _strip_ws
@@ -115,11 +114,30 @@ def validate_question(s: Settings, question: object, top_k: object = None) -> tu
     return question, top_k
 
 
-def _near_duplicate(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    ga, gb = set(char_ngrams(a)), set(char_ngrams(b))
-    return bool(ga and gb) and len(ga & gb) / len(ga | gb) >= 0.9
+class _Seen:
+    """Texts already answered; a candidate whose bigrams overlap one of them >= 90 % is a copy."""
+
+    def __init__(self) -> None:
+        self.texts: list[list] = []  # [key, bigram set or None until needed]
+
+    @staticmethod
+    def _grams(entry: list) -> set[str]:
+        if entry[1] is None:
+            entry[1] = set(char_ngrams(entry[0]))
+        return entry[1]
+
+    def is_copy(self, text: str) -> bool:
+        mine = [_strip_ws(fold(text)), None]
+        for other in self.texts:
+            if mine[0] == other[0]:
+                return True
+            if abs(len(mine[0]) - len(other[0])) > 0.2 * max(len(mine[0]), len(other[0])):
+                continue  # Jaccard >= 0.9 is impossible between such different lengths
+            a, b = self._grams(mine), self._grams(other)
+            if a and len(a & b) / len(a | b) >= 0.9:
+                return True
+        self.texts.append(mine)
+        return False
 
 
 class Searcher:
@@ -152,8 +170,10 @@ class Searcher:
         started = time.perf_counter()
         question, top_k = self.validate(question, top_k)
         index, s = self.index, self.settings
-        terms = query_tokens(index.tokenizer, question)
-        lex_ids, lex_scores = index.bm25.search(terms, s.candidates)
+        masked = mask_question_words(question)
+        terms = index.tokenizer(masked)
+        match = index.bm25.match(terms)
+        lex_ids, lex_scores = match.top(s.candidates)
         rankings = {"lexical": lex_ids.tolist()}
         scores = {"lexical": dict(zip(lex_ids.tolist(), lex_scores.tolist(), strict=True))}
         if self.encoder is not None:
@@ -163,27 +183,28 @@ class Searcher:
             scores["dense"] = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
         fused = rrf(rankings, k=s.rrf_k)
 
-        weights = self._term_weights(question)
-        gram_weights = self._bigram_weights(question)
-        marked = self._question_words(question)
-        answers: list[Answer] = []
-        kept_texts: list[str] = []
+        weights = self._term_weights(terms)
+        gram_weights = self._bigram_weights(masked)
+        marked = self._question_words(masked)
+        seen = _Seen()
+        picked: list[tuple[int, float, dict, dict]] = []
         for gid, score, ranks in fused:
-            if len(answers) >= top_k:
+            if len(picked) >= top_k:
                 break
             record = index.passage(gid)
-            key = _strip_ws(fold(record["text"]))
-            if any(_near_duplicate(key, k) for k in kept_texts):
-                continue  # the same story printed twice: keep the better-ranked copy
-            kept_texts.append(key)
-            # which query terms this passage has, read from the postings (no re-tokenising)
-            present = {t for t in weights if index.bm25.contains(t, gid)}
-            conf = coverage(weights, present)
+            if not seen.is_copy(record["text"]):  # the same story printed twice: keep one
+                picked.append((gid, score, ranks, record))
+        # which query terms each passage has, read from the postings (no re-tokenising)
+        present = match.present([p[0] for p in picked])
+        answers: list[Answer] = []
+        for (gid, score, ranks, record), has in zip(picked, present, strict=True):
             sentence, span = self._best_sentence(record["text"], gram_weights)
+            folded = fold(record["text"])
             answers.append(Answer(
-                gid=gid, record=record, score=score, confidence=round(conf, 4),
+                gid=gid, record=record, score=score,
+                confidence=round(coverage(weights, has), 4),
                 highlight=sentence, highlight_span=span,
-                terms=[w for w in marked if w in fold(record["text"])],
+                terms=[w for w in marked if w in folded],
                 retrievers={name: {"rank": r, "score": round(float(scores[name][gid]), 4)}
                             for name, r in ranks.items()}))
         answerable = (bool(answers) and answers[0].confidence >= s.min_confidence
@@ -191,19 +212,19 @@ class Searcher:
         return Result(question, answers, answerable, index.generation, self.mode,
                       round((time.perf_counter() - started) * 1000, 2))
 
-    def _term_weights(self, question: str) -> dict[str, float]:
+    def _term_weights(self, terms: list[str]) -> dict[str, float]:
         # Archive IDF of each distinct query term; a term no passage has gets the largest IDF,
         # so a question about something the archive never mentions cannot look covered.
         bm25 = self.index.bm25
         return {t: idf(bm25.df(t), bm25.n_docs)
-                for t in dict.fromkeys(query_tokens(self.index.tokenizer, question))}
+                for t in dict.fromkeys(terms)}
 
-    def _bigram_weights(self, question: str) -> dict[str, float]:
+    def _bigram_weights(self, masked: str) -> dict[str, float]:
         # Sentences are scored on character bigrams (cheap, no segmentation), weighted by the
         # archive IDF of the same bigrams when the index has them.
         prefix = BIGRAM_PREFIX.get(self.index.manifest["tokenizer"])
         bm25 = self.index.bm25
-        grams = dict.fromkeys(char_ngrams(mask_question_words(question)))
+        grams = dict.fromkeys(char_ngrams(masked))
         if prefix is None:
             return dict.fromkeys(grams, 1.0)
         return {g: idf(bm25.df(prefix + g), bm25.n_docs) for g in grams}
@@ -214,7 +235,8 @@ class Searcher:
         for sentence in split_sentences(text):
             start = text.find(sentence, pos)
             pos = start + len(sentence)
-            score = coverage(weights, set(char_ngrams(sentence)))
+            folded = fold(sentence)
+            score = sum(w for g, w in weights.items() if g in folded)
             if score > best_score:
                 best, best_score, span = sentence, score, (start, start + len(sentence))
         lead = len(best) - len(best.lstrip())
@@ -222,7 +244,7 @@ class Searcher:
         return best.strip(), (span[0] + lead, span[1] - trail)
 
     @staticmethod
-    def _question_words(question: str) -> list[str]:
+    def _question_words(masked: str) -> list[str]:
         """Question words of two characters or more, longest first (marked in the passage)."""
-        words = {w for w in jieba_words(mask_question_words(question)) if len(w) >= 2}
+        words = {w for w in jieba_words(masked) if len(w) >= 2}
         return sorted(words, key=lambda w: (-len(w), w))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import unicodedata
@@ -109,8 +110,16 @@ def _is_token(tok: str) -> bool:
 
 def jieba_words(text: str) -> list[str]:
     """jieba search-mode words of folded text (punctuation and spaces dropped)."""
+    return list(_jieba_words_cached(text) if len(text) <= 200 else _jieba_words(text))
+
+
+def _jieba_words(text: str) -> tuple[str, ...]:
     jieba = _jieba_module()
-    return [t for t in jieba.lcut_for_search(fold(text), HMM=True) if _is_token(t.strip())]
+    return tuple(t for t in jieba.lcut_for_search(fold(text), HMM=True) if _is_token(t.strip()))
+
+
+# Questions are short and segmented twice per query (index terms, marked words): cache them.
+_jieba_words_cached = functools.lru_cache(maxsize=4096)(_jieba_words)
 
 
 def char_ngrams(text: str) -> list[str]:

@@ -190,3 +190,11 @@ def test_old_generations_are_collected(settings, corpus_copy):
     for g in (root / "generations").glob("*.json"):
         live |= {s["name"] for s in json.loads(g.read_text("utf-8"))["segments"]}
     assert {p.name for p in (root / "segments").iterdir()} == live
+
+
+def test_new_generation_reuses_loaded_segments(built, settings):
+    add([EXTRA], settings, None)
+    newer = Index.load(settings.index_dir, reuse=built)
+    assert newer.segments[0] is built.segments[0]  # shared, not read again
+    assert newer.segments[1] is not built.segments[0]
+    assert newer.n_passages == built.n_passages + 2
