@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
@@ -168,12 +169,14 @@ def parse_text(text: str, name: str, sha256: str = "", encoding: str = "utf-8") 
     pieces: dict[int, list[_Piece]] = {}
     current: Story | None = None
     closed = False  # the current story's closing byline has been seen
+    repeats: list[tuple[Story, int]] = []  # (story, its pieces before the repeated header)
     i = 0
 
     def start(title: str, line_no: int, level: int) -> Story:
         nonlocal current, closed
         for s in stories:  # a repeated story header continues that story
             if title and _same_title(s.title, title):
+                repeats.append((s, len(pieces[id(s)])))
                 current, closed = s, False
                 return s
         current, closed = Story(title=title, level=level, line=line_no), False
@@ -222,6 +225,10 @@ def parse_text(text: str, name: str, sha256: str = "", encoding: str = "utf-8") 
             pieces[id(current)].append(_Piece(body, ln.no, ln.no, ln.gap))
         i += 1
 
+    for story, before in repeats:
+        k = stories.index(story)
+        if k > 0:
+            _sort_interleaved(pieces[id(stories[k - 1])], pieces[id(story)], before)
     for story in stories:
         kept, floats = _drop_floating_captions(pieces[id(story)])
         story.captions.extend(floats)
@@ -231,6 +238,44 @@ def parse_text(text: str, name: str, sha256: str = "", encoding: str = "utf-8") 
     if not any(s.passages for s in stories):
         raise IngestError(f"{name}: no story text found")
     return Issue(file=name, sha256=sha256, encoding=encoding, stories=stories)
+
+
+def _content_words(text: str) -> set[str]:
+    from .text import jieba_words
+
+    return {w for w in jieba_words(text) if len(w) >= 2}
+
+
+@functools.lru_cache(maxsize=1)
+def _general_idf() -> tuple[dict[str, float], float]:
+    # jieba's IDF table, computed on a large general corpus: specific words (临浦, 乡贤) weigh
+    # much more than the stock phrases of news writing (表示, 接下来, 持续)
+    from jieba.analyse import default_tfidf
+
+    return default_tfidf.idf_freq, default_tfidf.median_idf
+
+
+def _sort_interleaved(prev: list[_Piece], story: list[_Piece], before: int) -> None:
+    """A story header printed again means two columns were read interleaved: of the pieces read
+    under the first header, move to the previous story those that share clearly more specific
+    words with it than with what follows the repeated header."""
+    if not prev or before >= len(story):
+        return
+    idf, median = _general_idf()
+    ref_prev = _content_words("".join(p.text for p in prev))
+    ref_this = _content_words("".join(p.text for p in story[before:]))
+    moved = []
+    for p in story[:before]:
+        words = _content_words(p.text)
+        to_prev = sum(idf.get(w, median) for w in words & ref_prev)
+        to_this = sum(idf.get(w, median) for w in words & ref_this)
+        if to_prev > 1.25 * to_this:
+            moved.append(p)
+            ref_prev |= words
+    for p in moved:
+        story.remove(p)
+        prev.append(p)
+    prev.sort(key=lambda p: p.first)
 
 
 def _drop_floating_captions(pieces: list[_Piece]) -> tuple[list[_Piece], list[str]]:

@@ -215,3 +215,13 @@ def test_bad_input_names_the_file(data, message):
 def test_unreadable_path_is_a_clear_error(tmp_path):
     with pytest.raises(IngestError, match="missing.txt: cannot read"):
         parse_file(tmp_path / "missing.txt")
+
+
+def test_interleaved_columns_around_a_repeated_header_go_to_their_stories(issues):
+    issue = issues["003_f9c9bcb874f0daac.txt"]
+    for needle in ("有贤来栖,更需固巢留贤", "我们将持续发挥乡贤力量"):
+        story, _ = _passage_containing(issue, needle)
+        assert story.title == "以大服务实现大聚力", needle
+    for needle in ("又名盈悦书房", "盈悦书房自开业以来"):
+        story, _ = _passage_containing(issue, needle)
+        assert story.title == "以文润城绘幸福底色", needle

@@ -150,3 +150,16 @@ def test_model_mismatch_is_a_clear_error(settings, stand_in_encoder, stand_in_mo
 
     with pytest.raises(IndexMismatch, match="embedded with .* but the loaded model is some/other"):
         Searcher(index, Other(), settings)
+
+
+def test_large_segments_use_hnsw(settings, stand_in_encoder, stand_in_model_path):
+    import faiss
+
+    dense = settings.with_(model=stand_in_model_path, dense_exact_max=4)
+    build([CORPUS], dense, stand_in_encoder)
+    index = Index.load(settings.index_dir)
+    seg = index.segments[0].dense
+    assert isinstance(seg.index, faiss.IndexHNSWFlat)
+    target = index.passage(5)
+    ids, _ = index.dense_search(stand_in_encoder.encode_queries([target["text"]])[0], 2)
+    assert ids[0] == 5
