@@ -160,46 +160,50 @@ def _wrk(url: str, seconds: int) -> dict:
             "p99_ms": ms("99%"), "non_2xx": int(errors.group(1)) if errors else 0}
 
 
-def serve_and_load(index_dir: str, question: str, seconds: int) -> dict:
-    """Start `qa serve` and the bare Flask endpoint; time to /healthz, RSS, wrk on each."""
+def _start(cmd: list[str], env: dict | None = None, cwd: Path | None = None):
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def serve_and_load(index_dir: str, question: str, seconds: int, rounds: int = 3) -> dict:
+    """`qa serve` and the bare Flask endpoint side by side (same gunicorn settings): time to a
+    ready /healthz, RSS, then wrk on each in turn, `rounds` times; medians and their ratio.
+    Alternating keeps a noisy neighbour from favouring whichever ran in a quiet moment."""
     env = dict(os.environ, QA_INDEX_DIR=index_dir, QA_MODEL="none",
                QA_RATE_LIMIT_PER_MINUTE="0", QA_RELOAD_INTERVAL="0")
-    port = _free_port()
-    qa_bin = str(Path(sys.executable).parent / "qa")
+    bin_dir = Path(sys.executable).parent
+    port, bare_port = _free_port(), _free_port()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([qa_bin, "serve", "--port", str(port), "--workers", "2"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    ours = _start([str(bin_dir / "qa"), "serve", "--port", str(port), "--workers", "2"], env)
+    bare = _start([str(bin_dir / "gunicorn"), "-w", "2", "-k", "sync",
+                   "--no-control-socket", "--access-logfile", "-", "-b",
+                   f"127.0.0.1:{bare_port}", "bare_app:app"], cwd=BENCH)
     try:
-        ready = _wait_ready(f"http://127.0.0.1:{port}/healthz", 600)
-        ready = time.perf_counter() - t0 if ready else ready
+        _wait_ready(f"http://127.0.0.1:{port}/healthz", 600)
+        ready = time.perf_counter() - t0
+        _wait_ready(f"http://127.0.0.1:{bare_port}/api/ask", 60)
+        rss = _rss_mib(ours.pid)
         url = f"http://127.0.0.1:{port}/api/ask?q={quote(question)}&top_k=5"
-        _wrk(url, 2)  # warm every worker before measuring
-        ours = _wrk(f"http://127.0.0.1:{port}/api/ask?q={quote(question)}&top_k=5", seconds)
-        rss = _rss_mib(proc.pid)
+        bare_url = f"http://127.0.0.1:{bare_port}/api/ask"
+        _wrk(url, 2)  # warm every worker
+        _wrk(bare_url, 2)
+        runs = [(_wrk(url, seconds), _wrk(bare_url, seconds)) for _ in range(rounds)]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-    port = _free_port()
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    bare = subprocess.Popen([gunicorn, "-w", "2", "-k", "gthread", "--threads", "4",
-                             "--no-control-socket", "--access-logfile", "-",
-                             "-b", f"127.0.0.1:{port}", "bare_app:app"],
-                            cwd=BENCH, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/api/ask", 60)
-        _wrk(f"http://127.0.0.1:{port}/api/ask", 2)
-        theirs = _wrk(f"http://127.0.0.1:{port}/api/ask", seconds)
-    finally:
-        os.killpg(bare.pid, signal.SIGTERM)
-        bare.wait(30)
+        for proc in (ours, bare):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+
+    def med(side: int, key: str) -> float:
+        return float(np.median([r[side].get(key, float("nan")) for r in runs]))
+
     return {"ready_s": ready, "serve_rss_mib": rss,
-            "http_rps": ours.get("rps"), "http_p50_ms": ours.get("p50_ms"),
-            "http_p99_ms": ours.get("p99_ms"), "http_non_2xx": ours.get("non_2xx"),
-            "bare_rps": theirs.get("rps"), "bare_p50_ms": theirs.get("p50_ms"),
-            "bare_p99_ms": theirs.get("p99_ms"),
-            "http_ratio": (ours["rps"] / theirs["rps"]) if ours and theirs else None}
+            "http_rps": med(0, "rps"), "http_p50_ms": med(0, "p50_ms"),
+            "http_p99_ms": med(0, "p99_ms"),
+            "http_non_2xx": sum(r[0].get("non_2xx", 0) for r in runs),
+            "bare_rps": med(1, "rps"), "bare_p50_ms": med(1, "p50_ms"),
+            "bare_p99_ms": med(1, "p99_ms"),
+            "http_ratio": med(0, "rps") / med(1, "rps"),
+            "http_rounds": [[round(a.get("rps", 0)), round(b.get("rps", 0))] for a, b in runs]}
 
 
 def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path) -> dict:

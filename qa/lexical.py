@@ -8,6 +8,7 @@ time; a segment only stores its own postings (term -> documents, term frequencie
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from array import array
@@ -128,7 +129,15 @@ class BM25:
     def idf(self, term: str) -> float:
         """Archive-wide IDF (0 for a term no document has)."""
         df = self.df(term)
-        return idf(df, self.n_docs) if df else 0.0
+        return self._idf_of_df(df) if df else 0.0
+
+    def idf_any(self, term: str) -> float:
+        """IDF where a term no document has counts as the rarest possible (df = 0)."""
+        return self._idf_of_df(self.df(term))
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 (bounded; one BM25 per generation)
+    def _idf_of_df(self, df: int) -> float:
+        return idf(df, self.n_docs)
 
     def match(self, terms: Sequence[str]) -> Match:
         """Score every document for the unique query terms, in one vectorised pass per segment:

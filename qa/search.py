@@ -10,7 +10,6 @@ from .config import Settings
 from .encoders import Encoder
 from .fusion import coverage, rrf
 from .index import Index, IndexMismatch
-from .lexical import idf
 from .text import (
     BIGRAM_PREFIX,
     char_ngrams,
@@ -133,6 +132,9 @@ class _Seen:
                 return True
             if abs(len(mine[0]) - len(other[0])) > 0.2 * max(len(mine[0]), len(other[0])):
                 continue  # Jaccard >= 0.9 is impossible between such different lengths
+            probes = [mine[0][i : i + 2] for i in range(0, len(mine[0]) - 1, 9)]
+            if sum(p in other[0] for p in probes) < 0.8 * len(probes):
+                continue  # a cheap sample of its bigrams already says "not a copy"
             a, b = self._grams(mine), self._grams(other)
             if a and len(a & b) / len(a | b) >= 0.9:
                 return True
@@ -181,7 +183,7 @@ class Searcher:
             d_ids, d_scores = index.dense_search(qvec, s.candidates)
             rankings["dense"] = d_ids.tolist()
             scores["dense"] = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
-        fused = rrf(rankings, k=s.rrf_k)
+        fused = rrf(rankings, k=s.rrf_k)  # with one retriever this keeps its order
 
         weights = self._term_weights(terms)
         gram_weights = self._bigram_weights(masked)
@@ -216,8 +218,7 @@ class Searcher:
         # Archive IDF of each distinct query term; a term no passage has gets the largest IDF,
         # so a question about something the archive never mentions cannot look covered.
         bm25 = self.index.bm25
-        return {t: idf(bm25.df(t), bm25.n_docs)
-                for t in dict.fromkeys(terms)}
+        return {t: bm25.idf_any(t) for t in dict.fromkeys(terms)}
 
     def _bigram_weights(self, masked: str) -> dict[str, float]:
         # Sentences are scored on character bigrams (cheap, no segmentation), weighted by the
@@ -227,7 +228,7 @@ class Searcher:
         grams = dict.fromkeys(char_ngrams(masked))
         if prefix is None:
             return dict.fromkeys(grams, 1.0)
-        return {g: idf(bm25.df(prefix + g), bm25.n_docs) for g in grams}
+        return {g: bm25.idf_any(prefix + g) for g in grams}
 
     @staticmethod
     def _best_sentence(text: str, weights: dict[str, float]) -> tuple[str, tuple[int, int]]:

@@ -27,12 +27,15 @@ class _Gunicorn(BaseApplication):
 
 
 def run_gunicorn(settings: Settings, host: str, port: int, workers: int) -> None:
-    """Block serving on host:port with `workers` sync workers (threads for concurrent requests)."""
+    """Block serving on host:port with `workers` single-threaded worker processes."""
     options = {
         "bind": f"{host}:{port}",
         "workers": max(1, workers),
-        "worker_class": "gthread",
-        "threads": 4,
+        # sync workers, concurrency from QA_WORKERS: measured on 2 cores, 4 threads per worker
+        # gave a third of the throughput (the GIL around every numpy call), and gthread's
+        # keep-alive let one worker hold every connection while the other idled. Put a
+        # reverse proxy in front for slow clients, as gunicorn advises for sync workers.
+        "worker_class": "sync",
         "timeout": 60,
         "graceful_timeout": 30,
         "accesslog": "-",

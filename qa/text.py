@@ -34,6 +34,8 @@ _QUESTION_RE = re.compile("|".join(sorted(map(re.escape, QUESTION_WORDS), key=le
 
 def fold(text: str) -> str:
     """Fold width and case for matching (NFKC + lower): full-width 'ＡＢ１' matches 'ab1'."""
+    if unicodedata.is_normalized("NFKC", text):  # fast C check; most Chinese text is already
+        return text.lower()
     return unicodedata.normalize("NFKC", text).lower()
 
 

@@ -8,7 +8,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import orjson
 from flask import Flask, current_app, g, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
@@ -21,6 +23,21 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 
 ERROR_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 429: "rate_limited",
                500: "internal_error", 503: "not_ready"}
+
+
+class OrjsonProvider(DefaultJSONProvider):
+    """JSON via orjson: UTF-8 Chinese (never \\uXXXX), key order kept, ~10x faster dumps."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any):
+        obj = args[0] if len(args) == 1 else (args or kwargs)
+        return self._app.response_class(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS),
+                                        mimetype="application/json")
 
 
 class ApiError(Exception):
@@ -82,8 +99,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app = Flask(__name__)
     app.config.update(QA_SETTINGS=settings, DEBUG=settings.debug,
                       MAX_CONTENT_LENGTH=max(settings.max_upload_bytes, settings.max_request_bytes))
-    app.json.ensure_ascii = False  # answers are Chinese: send them as UTF-8, not \uXXXX
-    app.json.sort_keys = False
+    app.json = OrjsonProvider(app)
 
     holder = SearcherHolder(settings)
     holder.refresh()
