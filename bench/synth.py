@@ -145,8 +145,6 @@ def vocabulary_size(index_dir: str) -> dict:
     from qa.index import Index
 
     index = Index.load(index_dir, verify=False)
-    terms: set[str] = set()
-    for seg in index.segments:
-        terms.update(seg.postings.vocab)
-    bigrams = sum(1 for t in terms if t.startswith("§"))
-    return {"words": len(terms) - bigrams, "bigrams": bigrams}
+    keys = np.unique(np.concatenate([np.asarray(s.postings.vocab.keys) for s in index.segments]))
+    bigrams = int(np.count_nonzero(keys >= np.uint64(1 << 63)))  # bigram keys carry the top bit
+    return {"words": int(keys.size) - bigrams, "bigrams": bigrams}

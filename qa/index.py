@@ -36,7 +36,7 @@ from .dense import DenseSegment, build_dense, load_dense
 from .lexical import BM25, Postings
 from .text import get_tokenizer
 
-FORMAT = 1
+FORMAT = 2  # 2: memory-mapped lexical arrays with 64-bit term keys
 VERIFY_ALL_BYTES = 256 * 1024 * 1024  # below this total, load() checks every file's sha256
 
 

@@ -9,7 +9,7 @@ time; a segment only stores its own postings (term -> documents, term frequencie
 from __future__ import annotations
 
 import functools
-import json
+import hashlib
 import math
 from array import array
 from collections import Counter
@@ -23,11 +23,52 @@ K1 = 1.2
 B = 0.75
 
 
+_BIGRAM_TAG = 1 << 63
+
+
+def term_key(term: str) -> int:
+    """A term's 64-bit key: a bigram token ('§' + two characters) is its two code points
+    (tagged with the top bit); any other term a 63-bit BLAKE2b hash."""
+    if len(term) == 3 and term[0] == "§":
+        return _BIGRAM_TAG | (ord(term[1]) << 21) | ord(term[2])
+    digest = hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (_BIGRAM_TAG - 1)
+
+
+class TermIndex:
+    """Sorted term keys; a term's id is its position. Millions of terms cost 8 bytes each,
+    memory-mapped, instead of a Python dict that every worker would rebuild and hold."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def get(self, term: str) -> int | None:
+        """The term's id, or None."""
+        return self.lookup(np.array([term_key(term)], dtype=np.uint64))[0]
+
+    def lookup(self, keys: np.ndarray) -> list[int | None]:
+        """Ids of many keys at once (None where absent)."""
+        if not len(self):
+            return [None] * len(keys)
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self) - 1)
+        hit = self.keys[pos] == keys
+        return [int(p) if h else None for p, h in zip(pos.tolist(), hit.tolist(), strict=True)]
+
+    def __contains__(self, term: str) -> bool:
+        return self.get(term) is not None
+
+
+LEXICAL_FILES = ("keys", "indptr", "docs", "tfs", "doclen")
+
+
 @dataclass
 class Postings:
     """The lexical index of one segment: CSR postings by term id, plus document lengths."""
 
-    vocab: dict[str, int]
+    vocab: TermIndex
     indptr: np.ndarray  # int64, len(vocab) + 1
     docs: np.ndarray  # int32, local document ids, ascending within a term
     tfs: np.ndarray  # uint16 term frequencies
@@ -45,13 +86,21 @@ class Postings:
                 terms.append(vocab.setdefault(term, len(vocab)))
                 docs.append(d)
                 tfs.append(min(tf, 65535))
-        term = np.frombuffer(terms, dtype=np.int32) if terms else np.empty(0, np.int32)
+        # term ids become ranks of the terms' keys, so the key array alone is the vocabulary
+        keys = np.fromiter((term_key(t) for t in vocab), dtype=np.uint64, count=len(vocab))
+        by_key = np.argsort(keys, kind="stable")
+        keys = keys[by_key]
+        if keys.size > 1 and bool(np.any(keys[1:] == keys[:-1])):
+            raise ValueError("two terms share a 64-bit key")  # ~1e-6 at millions of terms
+        rank = np.empty(len(vocab), dtype=np.int32)
+        rank[by_key] = np.arange(len(vocab), dtype=np.int32)
+        term = rank[np.frombuffer(terms, dtype=np.int32)] if terms else np.empty(0, np.int32)
         # documents arrive in order, so a stable sort by term keeps them ascending per term
         order = np.argsort(term, kind="stable")
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
         np.cumsum(np.bincount(term, minlength=len(vocab)), out=indptr[1:])
         return cls(
-            vocab=vocab,
+            vocab=TermIndex(keys),
             indptr=indptr,
             docs=np.frombuffer(docs, dtype=np.int32)[order] if docs else np.empty(0, np.int32),
             tfs=np.frombuffer(tfs, dtype=np.uint16)[order] if tfs else np.empty(0, np.uint16),
@@ -81,23 +130,21 @@ class Postings:
                         self.tfs[live], self.doclen[keep])
 
     def save(self, directory: Path) -> list[str]:
-        """Write lexical.vocab.json and lexical.npz; return the file names."""
-        terms = sorted(self.vocab, key=self.vocab.__getitem__)
-        (directory / "lexical.vocab.json").write_text(
-            json.dumps(terms, ensure_ascii=False), encoding="utf-8")
-        with open(directory / "lexical.npz", "wb") as fh:
-            np.savez(fh, indptr=self.indptr, docs=self.docs, tfs=self.tfs, doclen=self.doclen)
-        return ["lexical.vocab.json", "lexical.npz"]
+        """Write lexical.<array>.npy files; return their names."""
+        names = []
+        for name in LEXICAL_FILES:
+            arr = self.vocab.keys if name == "keys" else getattr(self, name)
+            np.save(directory / f"lexical.{name}.npy", np.ascontiguousarray(arr))
+            names.append(f"lexical.{name}.npy")
+        return names
 
     @classmethod
     def load(cls, directory: Path) -> Postings:
-        """Read what save() wrote."""
-        terms = json.loads((directory / "lexical.vocab.json").read_text(encoding="utf-8"))
-        with np.load(directory / "lexical.npz") as z:
-            arrays = {k: z[k] for k in ("indptr", "docs", "tfs", "doclen")}
-        if arrays["indptr"].shape[0] != len(terms) + 1:
+        """Memory-map what save() wrote: near-instant, and shared by every worker's page cache."""
+        arrays = {n: np.load(directory / f"lexical.{n}.npy", mmap_mode="r") for n in LEXICAL_FILES}
+        if arrays["indptr"].shape[0] != arrays["keys"].shape[0] + 1:
             raise ValueError("lexical index: vocabulary and postings disagree")
-        return cls(vocab={t: i for i, t in enumerate(terms)}, **arrays)
+        return cls(vocab=TermIndex(arrays.pop("keys")), **arrays)
 
 
 def idf(df: int, n: int) -> float:
@@ -146,8 +193,9 @@ class BM25:
         weights = np.asarray([self.idf(t) for t in uniq], dtype=np.float32)
         out = np.zeros(self.n_docs, dtype=np.float32)
         docs_all, tids_all = [], []
+        qkeys = np.fromiter((term_key(t) for t in uniq), dtype=np.uint64, count=len(uniq))
         for seg, base in zip(self.segments, self.offsets[:-1], strict=True):
-            found = [(i, seg.vocab[t]) for i, t in enumerate(uniq) if t in seg.vocab]
+            found = [(i, r) for i, r in enumerate(seg.vocab.lookup(qkeys)) if r is not None]
             if not found:
                 continue
             tids = np.fromiter((i for i, _ in found), dtype=np.int64, count=len(found))

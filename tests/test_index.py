@@ -47,7 +47,7 @@ def test_manifest_records_what_was_built(built):
     assert m["counts"] == {"issues": 2, "stories": 4, "passages": 8, "segments": 1}
     assert set(m["versions"]) >= {"qa", "numpy", "faiss", "jieba"}
     files = m["segments"][0]["files"]
-    assert {"passages.jsonl", "lexical.npz", "lexical.vocab.json"} <= set(files)
+    assert {"passages.jsonl", "lexical.keys.npy", "lexical.docs.npy"} <= set(files)
     assert all(len(f["sha256"]) == 64 for f in files.values())
 
 
@@ -150,8 +150,8 @@ def test_altered_file_is_a_clear_error(built, settings):
 
 
 def test_missing_file_and_bad_manifest(built, settings):
-    _segment_file(settings, "lexical.npz").unlink()
-    with pytest.raises(IndexCorrupt, match="lexical.npz is missing"):
+    _segment_file(settings, "lexical.docs.npy").unlink()
+    with pytest.raises(IndexCorrupt, match="lexical.docs.npy is missing"):
         Index.load(settings.index_dir)
     gen = Path(settings.index_dir) / "generations" / "gen-000001.json"
     gen.write_text("{not json", "utf-8")

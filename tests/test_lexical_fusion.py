@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qa.fusion import coverage, rrf
-from qa.lexical import BM25, Postings, idf
+from qa.lexical import BM25, Postings, idf, term_key
 
 DOCS = [["a", "b", "b"], ["b", "c"], ["c", "c", "c", "d"], ["a", "d"]]
 
@@ -49,8 +49,15 @@ def test_postings_round_trip(tmp_path):
     p = Postings.build(DOCS)
     p.save(tmp_path)
     q = Postings.load(tmp_path)
-    assert q.vocab == p.vocab
+    np.testing.assert_array_equal(q.vocab.keys, p.vocab.keys)
     np.testing.assert_array_equal(q.docs, p.docs)
+    assert q.df("b") == 2 and q.df("zzz") == 0 and "c" in q.vocab
+
+
+def test_term_keys():
+    assert term_key("§干部") == (1 << 63) | (ord("干") << 21) | ord("部")
+    assert term_key("干部") < (1 << 63) and term_key("干部") != term_key("部干")
+    assert term_key("干部") == term_key("干部")  # stable across processes (not hash())
 
 
 def test_rrf_maths_and_provenance():
