@@ -206,7 +206,8 @@ def serve_and_load(index_dir: str, question: str, seconds: int, rounds: int = 3)
             "http_rounds": [[round(a.get("rps", 0)), round(b.get("rps", 0))] for a, b in runs]}
 
 
-def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path) -> dict:
+def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path,
+        with_peer: bool = True) -> dict:
     """Every measurement at one scale."""
     from synth import generate, make_questions, vocabulary_size, write_issue
 
@@ -240,7 +241,8 @@ def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path) 
         encoder = HashEncoder()
     lat = query_latency(index_dir, questions * reps, encoder)
     res.update(lat)
-    res.update(peer(issues, questions * reps))
+    if with_peer:
+        res.update(peer(issues, questions * reps))
 
     # add one new ~100-passage issue to the built archive
     from synth import Lexicon
@@ -304,9 +306,10 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=BENCH / "work")
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-peer", action="store_true", help="skip the bm25s peer")
     a = p.parse_args()
     scale = "quick" if a.quick else a.scale
-    res = run(scale, a.dense, a.queries, a.http_seconds, a.work)
+    res = run(scale, a.dense, a.queries, a.http_seconds, a.work, with_peer=not a.no_peer)
     a.out.mkdir(parents=True, exist_ok=True)
     name = f"{res['date']}-{scale}{'-dense' if a.dense else ''}.json"
     (a.out / name).write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")

@@ -163,6 +163,9 @@ class BM25:
         total = float(sum(s.doclen.sum() for s in self.segments))
         self.avgdl = total / self.n_docs if self.n_docs else 1.0
         self._df_cache: dict[str, int] = {}
+        # the length normalisation of every document, once per generation, not per posting
+        self._norms = [(self.k1 * (1.0 - self.b + self.b * s.doclen / self.avgdl)).astype(
+            np.float32) for s in self.segments]
 
     def df(self, term: str) -> int:
         """Archive-wide document frequency (memoised: a generation never changes)."""
@@ -191,12 +194,13 @@ class BM25:
         the postings of all terms are gathered at once and summed with bincount."""
         uniq = [t for t in dict.fromkeys(terms) if self.df(t)]
         weights = np.asarray([self.idf(t) for t in uniq], dtype=np.float32)
-        out = np.zeros(self.n_docs, dtype=np.float32)
+        parts: list[np.ndarray] = []
         docs_all, tids_all = [], []
         qkeys = np.fromiter((term_key(t) for t in uniq), dtype=np.uint64, count=len(uniq))
-        for seg, base in zip(self.segments, self.offsets[:-1], strict=True):
+        for seg, base, norms in zip(self.segments, self.offsets[:-1], self._norms, strict=True):
             found = [(i, r) for i, r in enumerate(seg.vocab.lookup(qkeys)) if r is not None]
             if not found:
+                parts.append(np.zeros(seg.n_docs, dtype=np.float64))
                 continue
             tids = np.fromiter((i for i, _ in found), dtype=np.int64, count=len(found))
             rows = np.fromiter((r for _, r in found), dtype=np.int64, count=len(found))
@@ -207,18 +211,18 @@ class BM25:
             idx = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
             docs = seg.docs[idx]
             tf = seg.tfs[idx].astype(np.float32)
-            norm = self.k1 * (1.0 - self.b + self.b * seg.doclen[docs] / self.avgdl)
-            contrib = np.repeat(weights[tids], lengths) * tf * (self.k1 + 1.0) / (tf + norm)
-            out[base : base + seg.n_docs] += np.bincount(
-                docs, weights=contrib, minlength=seg.n_docs).astype(np.float32)
-            docs_all.append(docs.astype(np.int64) + base)
+            contrib = np.repeat(weights[tids] * (self.k1 + 1.0), lengths) * tf / (tf + norms[docs])
+            parts.append(np.bincount(docs, weights=contrib, minlength=seg.n_docs))
+            docs_all.append(docs.astype(np.int64) + base if base else docs)
             tids_all.append(np.repeat(tids, lengths))
         empty = np.empty(0, dtype=np.int64)
+        out = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts
+                                                 else np.zeros(self.n_docs))
         return Match(uniq, out, np.concatenate(docs_all) if docs_all else empty,
                      np.concatenate(tids_all) if tids_all else empty)
 
     def scores(self, terms: Sequence[str]) -> np.ndarray:
-        """BM25 score of every document for the unique query terms (float32 array)."""
+        """BM25 score of every document for the unique query terms (float64 array)."""
         return self.match(terms).scores
 
     def search(self, terms: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +242,16 @@ class Match:
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (global ids, scores), best first; ties broken by id; zero scores dropped."""
         scores = self.scores
-        positive = np.flatnonzero(scores > 0)
+        floor = 0.0
+        if scores.shape[0] >= 64 * k:
+            # The k-th largest of the block maxima is a lower bound on the k-th largest score
+            # (k blocks each hold a score at least that high), so only documents at or above
+            # it need sorting: a few dozen instead of every matching document.
+            usable = scores.shape[0] // 1024 * 1024
+            maxima = scores[:usable].reshape(-1, 1024).max(axis=1)
+            if maxima.shape[0] > k:
+                floor = float(np.partition(maxima, maxima.shape[0] - k)[maxima.shape[0] - k])
+        positive = np.flatnonzero(scores >= floor) if floor > 0 else np.flatnonzero(scores > 0)
         if positive.size == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         if positive.size > k:
@@ -250,7 +263,9 @@ class Match:
         """For each of gids, which query terms it contains (read from the matched postings)."""
         where = {int(g): i for i, g in enumerate(gids)}
         out: list[set[str]] = [set() for _ in gids]
-        hit = np.isin(self.docs, np.fromiter(where, dtype=np.int64, count=len(where)))
+        mask = np.zeros(self.scores.shape[0], dtype=bool)
+        mask[np.fromiter(where, dtype=np.int64, count=len(where))] = True
+        hit = mask[self.docs]
         for d, t in zip(self.docs[hit].tolist(), self.term_ids[hit].tolist(), strict=True):
             out[where[d]].add(self.terms[t])
         return out

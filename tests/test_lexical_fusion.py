@@ -80,3 +80,16 @@ def test_coverage():
     assert coverage({"a": 3.0, "b": 1.0}, {"a"}) == pytest.approx(0.75)
     assert coverage({}, {"a"}) == 0.0
     assert coverage({"a": 1.0}, set()) == 0.0
+
+
+def test_top_k_over_many_documents_equals_a_full_sort():
+    from qa.lexical import Match
+
+    rng = np.random.default_rng(7)
+    scores = rng.gamma(1.0, size=200_000) * (rng.random(200_000) < 0.3)
+    scores[[5, 99_999, 150_000]] = 50.0  # ties at the top: smaller id first
+    m = Match([], scores, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+    ids, top = m.top(50)
+    expected = sorted(np.flatnonzero(scores > 0), key=lambda i: (-scores[i], i))[:50]
+    assert ids.tolist() == expected
+    np.testing.assert_array_equal(top, scores[expected])
