@@ -14,12 +14,12 @@ from .encoders import Encoder
 from .index import (
     IndexMismatch,
     IndexMissing,
-    _load_segment,
-    _write_segment,
     current_generation,
+    load_segment,
     new_manifest,
     publish,
     read_manifest,
+    write_segment,
     writer_lock,
 )
 from .ingest import IngestError, Issue, issue_files, parse_file
@@ -108,7 +108,7 @@ def build(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | No
     tokenizer = get_tokenizer(settings.tokenizer)
     with writer_lock(root, settings.lock_timeout):
         previous = current_generation(root)
-        name, entry = _write_segment(root, records, tokenizer, vectors, settings.dense_exact_max)
+        name, entry = write_segment(root, records, tokenizer, vectors, settings.dense_exact_max)
         manifest = new_manifest(
             root, tokenizer=settings.tokenizer, model=encoder.name if encoder else None,
             dim=encoder.dim if encoder else None, segments=[entry],
@@ -176,12 +176,12 @@ def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None
         for entry in [s for s in segments if any(
                 known[f]["segment"] == s["name"] for f in replaced)]:
             segments.remove(entry)
-            seg = _load_segment(root, entry, check_sha=False)
+            seg = load_segment(root, entry, check_sha=False)
             records = list(seg.records())
             keep = np.array([r["file"] not in replaced for r in records], dtype=bool)
             if keep.any():
                 vectors = np.asarray(seg.dense.vectors)[keep] if seg.dense else None
-                name, new_entry = _write_segment(
+                name, new_entry = write_segment(
                     root, [r for r, k in zip(records, keep, strict=True) if k], tokenizer, vectors,
                     settings.dense_exact_max)
                 segments.append(new_entry)
@@ -190,7 +190,7 @@ def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None
                         meta["segment"] = name
         records = [r for issue in fresh for r in issue_records(issue)]
         vectors = _embed(encoder, records, progress)
-        name, entry = _write_segment(root, records, tokenizer, vectors, settings.dense_exact_max)
+        name, entry = write_segment(root, records, tokenizer, vectors, settings.dense_exact_max)
         segments.append(entry)
         for issue in fresh:
             issues_map[issue.file] = {"sha256": issue.sha256, "segment": name,

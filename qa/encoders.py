@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -72,7 +71,6 @@ class SentenceTransformerEncoder:
     """A sentence-transformers model loaded by hub name or local directory."""
 
     def __init__(self, model: str, batch_size: int = 32):
-        started = time.perf_counter()
         self.name = model
         self.batch_size = batch_size
         self.query_prefix, self.passage_prefix = prompts_for(model)
@@ -106,7 +104,6 @@ class SentenceTransformerEncoder:
         get_dim = (getattr(self.model, "get_embedding_dimension", None)
                    or self.model.get_sentence_embedding_dimension)
         self.dim = int(get_dim())
-        self.load_seconds = time.perf_counter() - started
 
     def _encode(self, texts: list[str], prefix: str, progress: bool) -> np.ndarray:
         vectors = self.model.encode(

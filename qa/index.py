@@ -131,7 +131,7 @@ class Segment:
             yield self.passage(i)
 
 
-def _write_segment(root: Path, records: list[dict], tokenizer: Callable[[str], list[str]],
+def write_segment(root: Path, records: list[dict], tokenizer: Callable[[str], list[str]],
                    vectors: np.ndarray | None, dense_exact_max: int) -> tuple[str, dict]:
     """Write a new immutable segment; return its name and its manifest entry."""
     name = f"seg-{uuid.uuid4().hex[:12]}"
@@ -169,7 +169,7 @@ def index_text(record: dict) -> str:
     return f"{record['title']}\n{record['text']}"
 
 
-def _load_segment(root: Path, entry: dict, check_sha: bool) -> Segment:
+def load_segment(root: Path, entry: dict, check_sha: bool) -> Segment:
     path = root / "segments" / entry["name"]
     for fname, meta in entry["files"].items():
         f = path / fname
@@ -254,7 +254,7 @@ class Index:
         fresh = [e for e in manifest["segments"] if e["name"] not in known]
         total = sum(m["bytes"] for s in fresh for m in s["files"].values())
         check = total <= VERIFY_ALL_BYTES if verify is None else verify
-        segments = [known.get(e["name"]) or _load_segment(root, e, check)
+        segments = [known.get(e["name"]) or load_segment(root, e, check)
                     for e in manifest["segments"]]
         return cls(root, manifest, segments)
 
@@ -410,10 +410,3 @@ def new_manifest(root: Path, *, tokenizer: str, model: str | None, dim: int | No
         "segments": segments,
         "issues": issues,
     }
-
-
-__all__ = [
-    "Index", "IndexCorrupt", "IndexError_", "IndexLocked", "IndexMismatch", "IndexMissing",
-    "Segment", "collect_garbage", "current_generation", "new_manifest", "publish",
-    "read_manifest", "writer_lock", "_write_segment", "_load_segment", "_sha256",
-]

@@ -6,7 +6,7 @@ import functools
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 # CJK ideographs (basic block, extension A, compatibility) — what "Chinese character" means here.
 CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -164,13 +164,3 @@ def get_tokenizer(name: str) -> Tokenizer:
         return TOKENIZERS[name]
     except KeyError:
         raise ValueError(f"unknown tokenizer {name!r}; known: {', '.join(TOKENIZERS)}") from None
-
-
-def query_tokens(tokenizer: Tokenizer, question: str) -> list[str]:
-    """Tokens of a question: interrogatives masked out first."""
-    return tokenizer(mask_question_words(question))
-
-
-def unique(seq: Iterable[str]) -> list[str]:
-    """Order-preserving de-duplication."""
-    return list(dict.fromkeys(seq))

@@ -284,3 +284,16 @@ def test_serve_refuses_debug(runner):
 
     r = runner.invoke(cli, ["serve"], env={"QA_DEBUG": "1"})
     assert r.exit_code == 1 and "refusing to serve in production with QA_DEBUG on" in r.output
+
+
+def test_poller_picks_up_an_editors_qa_add_without_restart(built, settings):
+    client = create_app(settings.with_(reload_interval=0.1)).test_client()
+    assert client.get("/healthz").json["generation"] == "gen-000001"
+    add([EXTRA], settings, None)  # an editor's `qa add` in a shell
+    for _ in range(100):
+        if client.get("/healthz").json["generation"] == "gen-000002":
+            break
+        time.sleep(0.05)
+    assert client.get("/healthz").json["generation"] == "gen-000002"
+    r = client.post("/api/ask", json={"question": "白云乡中心小学安装了什么?"})
+    assert r.json["generation"] == "gen-000002"
