@@ -27,6 +27,7 @@ class Settings:
     embed_batch_size: int = _f(32, "passages per encoder batch")
     dense_exact_max: int = _f(50_000, "passages up to which FAISS search is exact; HNSW above")
     rrf_k: int = _f(60, "reciprocal-rank-fusion constant")
+    dense_weight: float = _f(1.0, "weight of the dense ranking in fusion (lexical is 1.0)")
     candidates: int = _f(50, "hits taken from each retriever before fusion")
     min_confidence: float = _f(0.15, "answers below this confidence are 'no confident answer'")
     default_top_k: int = _f(5, "answers returned when top_k is not given")

@@ -183,7 +183,8 @@ class Searcher:
             d_ids, d_scores = index.dense_search(qvec, s.candidates)
             rankings["dense"] = d_ids.tolist()
             scores["dense"] = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
-        fused = rrf(rankings, k=s.rrf_k)  # with one retriever this keeps its order
+        # with one retriever this keeps its order
+        fused = rrf(rankings, k=s.rrf_k, weights={"lexical": 1.0, "dense": s.dense_weight})
 
         weights = self._term_weights(terms)
         gram_weights = self._bigram_weights(masked)

@@ -163,3 +163,15 @@ def test_large_segments_use_hnsw(settings, stand_in_encoder, stand_in_model_path
     target = index.passage(5)
     ids, _ = index.dense_search(stand_in_encoder.encode_queries([target["text"]])[0], 2)
     assert ids[0] == 5
+
+
+def test_dense_weight_shapes_the_fusion(settings, stand_in_encoder, stand_in_model_path):
+    dense = settings.with_(model=stand_in_model_path)
+    build([CORPUS], dense, stand_in_encoder)
+    index = Index.load(settings.index_dir)
+    q = "古籍修复体验课每期限报多少人?"
+    lexical_first = Searcher(index, stand_in_encoder, dense.with_(dense_weight=0.0)).ask(q, 8)
+    lexical_only = Searcher(index, None, dense).ask(q, 8)
+    # with the dense ranking weighted 0, fusion keeps the lexical order exactly
+    lex_ids = [a.passage_id for a in lexical_only.answers]
+    assert [a.passage_id for a in lexical_first.answers][: len(lex_ids)] == lex_ids
