@@ -68,17 +68,39 @@ _TIME_A = re.compile(rf"[{_NUMERAL}]+\s*(?:年|月|日|号|天|周|小时|时|�
                      r"|[今明去前后]年|年[初底]|月[初底]|近日|日前|目前|当天|上半年|下半年|春节|国庆|每[年月周天日]")
 
 
-def expected_answer(question: str) -> tuple[str, str] | None:
-    """The answer type a question asks for: ('quantity', unit or '') or ('time', ''), or None."""
+# A 多少 question with no measure word is typed by the attribute it asks about (classic
+# numeric answer types: money, percentage, people, area, length, age).
+# Rates are left out: they are as often bare numbers (收视率7.07) as percentages.
+_MONEY = ("元", "圆", "块", "镑", "盾", "币", "$", "¥", "€", "£")
+_LENGTH = ("米", "公里", "里", "公分", "英尺", "英寸", "英吋", "吋", "尺", "寸", "m", "km", "cm",
+           "mm", "ft")
+_ATTRIBUTE_UNITS = [
+    (_MONEY, "价格|价|费用|费|收费|钱|金额|收入|投资|产值|资金|成本|工资|利润|营收|销售额|花费"),
+    (("人", "名", "万", "亿", "余", "多"), "人口|人数"),
+    (("平方米", "平方公里", "平方英里", "亩", "公顷", "m²", "km²", "m2", "km2"), "面积"),
+    (_LENGTH, "长度|距离|里程|全长|身长|高度|深度|宽度"),
+    (("岁",), "年龄|岁数"),
+]
+_ATTRIBUTE_Q = [(units, re.compile(rf"(?:{words})[^,，。、;；?？!！]{{0,6}}?(?:多少|几)"))
+                for units, words in _ATTRIBUTE_UNITS]
+
+
+def expected_answer(question: str) -> tuple[str, tuple[str, ...]] | None:
+    """The answer type a question asks for: ('quantity', acceptable units; empty = any number),
+    ('time', ()), or None when it asks for something else."""
     if m := _QUANTITY_Q.search(question):
-        unit = "元" if m.group(1) == "钱" else (m.group(1) or "")
-        return ("quantity", unit)
+        if m.group(1):
+            return ("quantity", ("元",) if m.group(1) == "钱" else (m.group(1),))
+        for units, pattern in _ATTRIBUTE_Q:
+            if pattern.search(question):
+                return ("quantity", units)
+        return ("quantity", ())
     if _TIME_Q.search(question):
-        return ("time", "")
+        return ("time", ())
     return None
 
 
-def satisfies(expected: tuple[str, str] | None, text: str) -> bool:
+def satisfies(expected: tuple[str, tuple[str, ...]] | None, text: str) -> bool:
     """Whether text can answer that type: a number (with the asked-for unit) or a time phrase.
 
     Classic answer-type checking: a "多少份" question needs "…份" in the evidence; a passage
@@ -86,12 +108,17 @@ def satisfies(expected: tuple[str, str] | None, text: str) -> bool:
     """
     if expected is None:
         return True
-    kind, unit = expected
+    kind, units = expected
     if kind == "time":
         return bool(_TIME_A.search(text))
-    if not unit:
+    if not units:
         return bool(re.search(f"[{_NUMERAL}]", text))
-    return bool(re.search(rf"[{_NUMERAL}]\s*[{_NUMERAL}.,%余多近约超]*\s*{re.escape(unit)}", text))
+    alternatives = "|".join(map(re.escape, units))
+    # a currency or unit may carry a qualifier first (12港元, 41,210亿越南盾, 15厘米) or a symbol
+    # may lead ($4.9)
+    number = rf"[{_NUMERAL}][{_NUMERAL}.,，余多近约超]*"
+    return bool(re.search(rf"{number}\s*[\u4e00-\u9fff]{{0,2}}(?:{alternatives})", text)
+                or re.search(rf"(?:{alternatives})\s*{number}", text))
 
 
 def validate_question(s: Settings, question: object, top_k: object = None) -> tuple[str, int]:

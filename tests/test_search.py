@@ -12,7 +12,7 @@ import pytest
 from qa.build import add, build
 from qa.encoders import EncoderUnavailable, load_encoder, prompts_for
 from qa.index import Index, IndexMismatch
-from qa.search import QuestionError, Searcher, expected_answer, satisfies
+from qa.search import _LENGTH, _MONEY, QuestionError, Searcher, expected_answer, satisfies
 
 from .conftest import CORPUS, EXTRA, ROOT
 
@@ -63,12 +63,15 @@ def test_unknown_words_only_returns_nothing(searcher):
 
 
 @pytest.mark.parametrize(("question", "expected"), [
-    ("发放了多少份宣传册?", ("quantity", "份")),
-    ("卖了多少钱?", ("quantity", "元")),
-    ("放养了多少鱼苗?", ("quantity", "")),
-    ("有几个景区?", ("quantity", "个")),
-    ("什么时候开班?", ("time", "")),
-    ("晚上几点闭馆?", ("time", "")),
+    ("发放了多少份宣传册?", ("quantity", ("份",))),
+    ("卖了多少钱?", ("quantity", ("元",))),
+    ("放养了多少鱼苗?", ("quantity", ())),
+    ("有几个景区?", ("quantity", ("个",))),
+    ("全村常住人口有多少?", ("quantity", ("人", "名", "万", "亿", "余", "多"))),
+    ("年产值预计能增加多少?", ("quantity", _MONEY)),
+    ("办结率达到多少?", ("quantity", ())),
+    ("什么时候开班?", ("time", ())),
+    ("晚上几点闭馆?", ("time", ())),
     ("几乎所有人都来了吗?", None),
     ("由谁挂帅?", None),
 ])
@@ -77,11 +80,16 @@ def test_expected_answer_type(question, expected):
 
 
 def test_answer_type_satisfaction():
-    assert satisfies(("quantity", "册"), "发放宣传资料26000余册")
-    assert not satisfies(("quantity", "份"), "发放宣传资料26000余册")
-    assert satisfies(("quantity", ""), "共计三千")
-    assert satisfies(("time", ""), "预计2025年6月通车")
-    assert not satisfies(("time", ""), "被列为省重点项目")
+    assert satisfies(("quantity", ("册",)), "发放宣传资料26000余册")
+    assert not satisfies(("quantity", ("份",)), "发放宣传资料26000余册")
+    assert satisfies(("quantity", ()), "共计三千")
+    assert satisfies(("quantity", _MONEY), "年产值将增加5000万元")
+    assert satisfies(("quantity", _MONEY), "定价为12港元")
+    assert satisfies(("quantity", _MONEY), "全程收费$4.9")
+    assert not satisfies(("quantity", _MONEY), "1.3万名群众喝上了水")
+    assert satisfies(("quantity", _LENGTH), "有效距离30km")
+    assert satisfies(("time", ()), "预计2025年6月通车")
+    assert not satisfies(("time", ()), "被列为省重点项目")
     assert satisfies(None, "任何文字")
 
 
