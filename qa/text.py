@@ -26,6 +26,7 @@ _WS = re.compile(r"\s+")
 # Interrogatives and particles that only shape a question: they carry no evidence, and as rare
 # words in news text they would otherwise earn a high IDF and pull in any passage that has them.
 QUESTION_WORDS = (
+    "什么时候", "多长时间", "多久", "何时", "几点", "哪一年", "哪年", "哪天",
     "为什么", "为何", "什么样", "什么", "哪些", "哪个", "哪里", "哪儿", "哪家", "哪位", "哪",
     "多少", "几个", "几", "谁", "怎么样", "怎么", "怎样", "如何", "是否", "吗", "呢", "请问",
 )
