@@ -15,14 +15,13 @@ from .index import (
     IndexMismatch,
     IndexMissing,
     current_generation,
-    load_segment,
     new_manifest,
     publish,
     read_manifest,
-    write_segment,
     writer_lock,
 )
 from .ingest import IngestError, Issue, issue_files, parse_file
+from .segment import load_segment, write_segment
 from .text import get_tokenizer
 
 

@@ -17,13 +17,10 @@ generation whole and answering.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
-import mmap
 import os
 import shutil
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,64 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .dense import DenseSegment, build_dense, load_dense
-from .lexical import BM25, Postings
+from .errors import IndexCorrupt, IndexError_, IndexLocked, IndexMismatch, IndexMissing
+from .lexical import BM25
+from .segment import Segment, fault, load_segment, write_atomic
 from .text import get_tokenizer
+
+__all__ = ["FORMAT", "Index", "IndexCorrupt", "IndexError_", "IndexLocked", "IndexMismatch",
+           "IndexMissing", "collect_garbage", "current_generation", "new_manifest", "publish",
+           "read_manifest", "writer_lock"]
 
 FORMAT = 2  # 2: memory-mapped lexical arrays with 64-bit term keys
 VERIFY_ALL_BYTES = 256 * 1024 * 1024  # below this total, load() checks every file's sha256
-
-
-class IndexError_(RuntimeError):
-    """Base for index problems users must act on (missing, corrupt, mismatched, locked)."""
-
-
-class IndexMissing(IndexError_):
-    """No published generation in the index directory."""
-
-
-class IndexCorrupt(IndexError_):
-    """A generation file is missing, truncated or altered."""
-
-
-class IndexMismatch(IndexError_):
-    """The index and the running configuration (model, tokenizer, format) disagree."""
-
-
-class IndexLocked(IndexError_):
-    """Another writer holds the index lock."""
-
-
-def _fault(stage: str) -> None:
-    # Fault injection for the crash tests: QA_FAULT_INJECT=<stage> kills the writer right there.
-    if os.environ.get("QA_FAULT_INJECT") == stage:
-        os._exit(137)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -99,99 +49,6 @@ def library_versions() -> dict[str, str]:
 
     return {"qa": __version__, "numpy": np.__version__, "faiss": faiss.__version__,
             "jieba": jieba.__version__}
-
-
-# ---------------------------------------------------------------- segments
-
-@dataclass
-class Segment:
-    """One loaded segment: passages (memory-mapped), stories, postings, optional dense index."""
-
-    name: str
-    path: Path
-    postings: Postings
-    offsets: np.ndarray
-    stories: list[dict]
-    dense: DenseSegment | None
-    _data: mmap.mmap | bytes = b""
-
-    @property
-    def n(self) -> int:
-        """Passages in this segment."""
-        return int(self.offsets.shape[0] - 1)
-
-    def passage(self, local: int) -> dict:
-        """The stored record of one passage."""
-        raw = self._data[int(self.offsets[local]) : int(self.offsets[local + 1])]
-        return json.loads(raw)
-
-    def records(self) -> Iterator[dict]:
-        """Every passage record in order."""
-        for i in range(self.n):
-            yield self.passage(i)
-
-
-def write_segment(root: Path, records: list[dict], tokenizer: Callable[[str], list[str]],
-                   vectors: np.ndarray | None, dense_exact_max: int) -> tuple[str, dict]:
-    """Write a new immutable segment; return its name and its manifest entry."""
-    name = f"seg-{uuid.uuid4().hex[:12]}"
-    tmp = root / "segments" / f".tmp-{name}"
-    tmp.mkdir(parents=True)
-    lines = [json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records]
-    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in lines], out=offsets[1:])
-    (tmp / "passages.jsonl").write_bytes(b"".join(lines))
-    np.save(tmp / "offsets.npy", offsets)
-    stories: list[dict] = []
-    for i, r in enumerate(records):
-        if not stories or (stories[-1]["file"], stories[-1]["story"]) != (r["file"], r["story"]):
-            stories.append({"file": r["file"], "story": r["story"], "title": r["title"],
-                            "start": i, "count": 0})
-        stories[-1]["count"] += 1
-    (tmp / "stories.json").write_text(json.dumps(stories, ensure_ascii=False), encoding="utf-8")
-    Postings.build(tokenizer(index_text(r)) for r in records).save(tmp)
-    if vectors is not None:
-        build_dense(tmp, vectors, dense_exact_max)
-    files = {}
-    for f in sorted(tmp.iterdir()):
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-        files[f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
-    _fsync_dir(tmp)
-    _fault("segment-written")
-    os.rename(tmp, root / "segments" / name)
-    _fsync_dir(root / "segments")
-    return name, {"name": name, "passages": len(records), "files": files}
-
-
-def index_text(record: dict) -> str:
-    """What the lexical index sees of a passage: its headline, then its text."""
-    return f"{record['title']}\n{record['text']}"
-
-
-def load_segment(root: Path, entry: dict, check_sha: bool) -> Segment:
-    path = root / "segments" / entry["name"]
-    for fname, meta in entry["files"].items():
-        f = path / fname
-        if not f.is_file():
-            raise IndexCorrupt(f"segment {entry['name']}: {fname} is missing")
-        if f.stat().st_size != meta["bytes"]:
-            raise IndexCorrupt(f"segment {entry['name']}: {fname} has {f.stat().st_size} bytes, "
-                               f"manifest says {meta['bytes']} (truncated or altered)")
-        if check_sha and _sha256(f) != meta["sha256"]:
-            raise IndexCorrupt(f"segment {entry['name']}: {fname} checksum does not match")
-    try:
-        postings = Postings.load(path)
-        offsets = np.load(path / "offsets.npy")
-        stories = json.loads((path / "stories.json").read_text(encoding="utf-8"))
-        dense = load_dense(path) if "dense.faiss" in entry["files"] else None
-        with open(path / "passages.jsonl", "rb") as fh:
-            data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if offsets[-1] else b""
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise IndexCorrupt(f"segment {entry['name']}: unreadable ({exc})") from exc
-    if postings.n_docs != entry["passages"] or offsets.shape[0] != entry["passages"] + 1:
-        raise IndexCorrupt(f"segment {entry['name']}: passage counts disagree with the manifest")
-    return Segment(entry["name"], path, postings, offsets, stories, dense, data)
 
 
 # ---------------------------------------------------------------- generations
@@ -355,10 +212,10 @@ def publish(root: Path, manifest: dict, keep: int) -> None:
     """Write the manifest, switch CURRENT to it atomically, then drop unreferenced old files."""
     gens = root / "generations"
     gens.mkdir(parents=True, exist_ok=True)
-    _write_atomic(gens / f"{manifest['generation']}.json",
+    write_atomic(gens / f"{manifest['generation']}.json",
                   json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
-    _fault("manifest-written")
-    _write_atomic(root / "CURRENT", (manifest["generation"] + "\n").encode())
+    fault("manifest-written")
+    write_atomic(root / "CURRENT", (manifest["generation"] + "\n").encode())
     collect_garbage(root, keep)
 
 

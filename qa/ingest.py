@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .text import CJK, cjk_count, is_finished, repair_spacing, split_sentences
+from .repair import Piece, repair, sort_interleaved
+from .text import CJK, cjk_count, repair_spacing
 
 # Documented chunking limits (see README "Ingest").
-MIN_PASSAGE_CHARS = 20  # shorter repaired paragraphs are merged into a neighbour
-MAX_PASSAGE_CHARS = 500  # longer ones are split at sentence ends into near-equal parts
-MAX_HEADLINE_CHARS = 32  # an unmarked headline is a short line...
-NARROW_LINE_CHARS = 20  # ...and a run of >= 3 lines this short is a narrow column cut into the text
+MAX_HEADLINE_CHARS = 32  # an unmarked headline is a short line
 MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
@@ -136,14 +133,6 @@ class _Line:
     gap: int  # blank lines before it
 
 
-@dataclass
-class _Piece:
-    text: str
-    first: int
-    last: int
-    gap: int
-
-
 def _lines(text: str) -> list[_Line]:
     out, gap = [], 0
     for no, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
@@ -166,7 +155,7 @@ def parse_text(text: str, name: str, sha256: str = "", encoding: str = "utf-8") 
     """Parse decoded issue text into stories and repaired passages."""
     lines = _lines(text)
     stories: list[Story] = []
-    pieces: dict[int, list[_Piece]] = {}
+    pieces: dict[int, list[Piece]] = {}
     current: Story | None = None
     closed = False  # the current story's closing byline has been seen
     repeats: list[tuple[Story, int]] = []  # (story, its pieces before the repeated header)
@@ -222,144 +211,21 @@ def parse_text(text: str, name: str, sha256: str = "", encoding: str = "utf-8") 
             body = body[: m.start()].rstrip()
             closed = True
         if body:
-            pieces[id(current)].append(_Piece(body, ln.no, ln.no, ln.gap))
+            pieces[id(current)].append(Piece(body, ln.no, ln.no, ln.gap))
         i += 1
 
     for story, before in repeats:
         k = stories.index(story)
         if k > 0:
-            _sort_interleaved(pieces[id(stories[k - 1])], pieces[id(story)], before)
+            sort_interleaved(pieces[id(stories[k - 1])], pieces[id(story)], before)
     for story in stories:
-        kept, floats = _drop_floating_captions(pieces[id(story)])
+        paras, floats = repair(pieces[id(story)])
         story.captions.extend(floats)
-        paras = _split_long(_merge_short(_join_pieces(kept)))
         story.passages = [Passage(n, p.text, (p.first, p.last)) for n, p in enumerate(paras, 1)]
     stories = [s for s in stories if s.passages or s.title]
     if not any(s.passages for s in stories):
         raise IngestError(f"{name}: no story text found")
     return Issue(file=name, sha256=sha256, encoding=encoding, stories=stories)
-
-
-def _content_words(text: str) -> set[str]:
-    from .text import jieba_words
-
-    return {w for w in jieba_words(text) if len(w) >= 2}
-
-
-@functools.lru_cache(maxsize=1)
-def _general_idf() -> tuple[dict[str, float], float]:
-    # jieba's IDF table, computed on a large general corpus: specific words (临浦, 乡贤) weigh
-    # much more than the stock phrases of news writing (表示, 接下来, 持续)
-    from jieba.analyse import default_tfidf
-
-    return default_tfidf.idf_freq, default_tfidf.median_idf
-
-
-def _sort_interleaved(prev: list[_Piece], story: list[_Piece], before: int) -> None:
-    """A story header printed again means two columns were read interleaved: of the pieces read
-    under the first header, move to the previous story those that share clearly more specific
-    words with it than with what follows the repeated header."""
-    if not prev or before >= len(story):
-        return
-    idf, median = _general_idf()
-    ref_prev = _content_words("".join(p.text for p in prev))
-    ref_this = _content_words("".join(p.text for p in story[before:]))
-    moved = []
-    for p in story[:before]:
-        words = _content_words(p.text)
-        to_prev = sum(idf.get(w, median) for w in words & ref_prev)
-        to_this = sum(idf.get(w, median) for w in words & ref_this)
-        if to_prev > 1.25 * to_this:
-            moved.append(p)
-            ref_prev |= words
-    for p in moved:
-        story.remove(p)
-        prev.append(p)
-    prev.sort(key=lambda p: p.first)
-
-
-def _drop_floating_captions(pieces: list[_Piece]) -> tuple[list[_Piece], list[str]]:
-    """A short line set off by >= 2 blank lines that interrupts an unfinished sentence is a
-    photo caption floated into the text (the sentence resumes after it)."""
-    kept: list[_Piece] = []
-    floats: list[str] = []
-    for k, p in enumerate(pieces):
-        if (p.gap >= 2 and len(p.text) <= 40 and kept and not is_finished(kept[-1].text)
-                and k + 1 < len(pieces)):
-            floats.append(repair_spacing(p.text))
-        else:
-            kept.append(p)
-    return kept, floats
-
-
-def _join(a: _Piece, b: _Piece) -> _Piece:
-    return _Piece(a.text + b.text, min(a.first, b.first), max(a.last, b.last), a.gap)
-
-
-def _join_pieces(pieces: list[_Piece]) -> list[_Piece]:
-    """Rejoin paragraphs that OCR split mid-sentence; a narrow column cut into a sentence becomes
-    a paragraph of its own and the sentence is joined across it."""
-    narrow = [len(p.text) <= NARROW_LINE_CHARS for p in pieces]
-    out: list[_Piece] = []
-    k = 0
-    while k < len(pieces):
-        cur = pieces[k]
-        k += 1
-        while k < len(pieces) and not is_finished(cur.text):
-            run = k
-            while run < len(pieces) and narrow[run]:
-                run += 1
-            if run - k >= 3 and not narrow[k - 1] and run < len(pieces):
-                column = pieces[k]
-                for p in pieces[k + 1 : run]:
-                    column = _join(column, p)
-                out.append(column)
-                cur = _join(cur, pieces[run])
-                k = run + 1
-            else:
-                cur = _join(cur, pieces[k])
-                k += 1
-        out.append(cur)
-    out.sort(key=lambda p: p.first)
-    return [_Piece(repair_spacing(p.text), p.first, p.last, p.gap) for p in out]
-
-
-def _merge_short(paras: list[_Piece]) -> list[_Piece]:
-    out: list[_Piece] = []
-    pending: _Piece | None = None
-    for p in paras:
-        if pending is not None:
-            p, pending = _join(pending, p), None
-        if len(p.text) < MIN_PASSAGE_CHARS:
-            pending = p
-        else:
-            out.append(p)
-    if pending is not None:
-        if out:
-            out[-1] = _join(out[-1], pending)
-        else:
-            out.append(pending)
-    return out
-
-
-def _split_long(paras: list[_Piece]) -> list[_Piece]:
-    out: list[_Piece] = []
-    for p in paras:
-        if len(p.text) <= MAX_PASSAGE_CHARS:
-            out.append(p)
-            continue
-        sentences = split_sentences(p.text)
-        parts = -(-len(p.text) // MAX_PASSAGE_CHARS)
-        target = len(p.text) / parts
-        chunk = ""
-        for s in sentences:
-            if chunk and len(chunk) + len(s) > target * 1.15:
-                out.append(_Piece(chunk, p.first, p.last, p.gap))
-                chunk = ""
-            chunk += s
-        if chunk:
-            out.append(_Piece(chunk, p.first, p.last, p.gap))
-    return out
 
 
 def parse_bytes(data: bytes, name: str) -> Issue:
