@@ -19,12 +19,14 @@ from .lexical import Postings
 
 
 def fault(stage: str) -> None:
+    """Die here when QA_FAULT_INJECT names this stage (the crash tests' hook)."""
     # Fault injection for the crash tests: QA_FAULT_INJECT=<stage> kills the writer right there.
     if os.environ.get("QA_FAULT_INJECT") == stage:
         os._exit(137)
 
 
 def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -33,6 +35,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Replace path with data all at once: temp file, fsync, rename, fsync the directory."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -43,6 +46,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
