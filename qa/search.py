@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 
+from .answertype import expected_answer, supports
 from .config import Settings
 from .encoders import Encoder
 from .fusion import coverage, rrf
@@ -55,70 +55,6 @@ class Result:
     generation: str
     mode: str  # "dense" or "lexical only"
     took_ms: float
-
-
-_NUMERAL = "0-9０-９零〇一二两三四五六七八九十百千万亿几数半"
-# Chinese measure words (a closed class): "多少份" asks for a count of 份.
-_UNITS = sorted("""人次 场次 户次 万元 亿元 平方米 平方公里 公里 千米 千瓦时 兆瓦 公顷 小时 分钟
-    个 名 人 位 家 元 块 册 份 本 场 次 件 项 条 座 所 户 头 只 尾 辆 台 套 亩 米 吨 斤 克 篇 期 批
-    张 间 栋 处 部 支 株 棵 种 类 届 轮 趟 遍 倍 岁 天 年 月 周 层 级""".split(), key=len, reverse=True)  # noqa: SIM905, E501
-_QUANTITY_Q = re.compile("(?:多少|几(?![乎点时号]))(钱|" + "|".join(_UNITS) + ")?")  # noqa: E501
-_TIME_Q = re.compile(r"什么时候|何时|几点|几时|哪一?年|哪一?天|几月|几号|多久|多长时间")
-_TIME_A = re.compile(rf"[{_NUMERAL}]+\s*(?:年|月|日|号|天|周|小时|时|点|分钟)"
-                     r"|[今明去前后]年|年[初底]|月[初底]|近日|日前|目前|当天|上半年|下半年|春节|国庆|每[年月周天日]")
-
-
-# A 多少 question with no measure word is typed by the attribute it asks about (classic
-# numeric answer types: money, percentage, people, area, length, age).
-# Rates are left out: they are as often bare numbers (收视率7.07) as percentages.
-_MONEY = ("元", "圆", "块", "镑", "盾", "币", "$", "¥", "€", "£")
-_LENGTH = ("米", "公里", "里", "公分", "英尺", "英寸", "英吋", "吋", "尺", "寸", "m", "km", "cm",
-           "mm", "ft")
-_ATTRIBUTE_UNITS = [
-    (_MONEY, "价格|价|费用|费|收费|钱|金额|收入|投资|产值|资金|成本|工资|利润|营收|销售额|花费"),
-    (("人", "名", "万", "亿", "余", "多"), "人口|人数"),
-    (("平方米", "平方公里", "平方英里", "亩", "公顷", "m²", "km²", "m2", "km2"), "面积"),
-    (_LENGTH, "长度|距离|里程|全长|身长|高度|深度|宽度"),
-    (("岁",), "年龄|岁数"),
-]
-_ATTRIBUTE_Q = [(units, re.compile(rf"(?:{words})[^,，。、;；?？!！]{{0,6}}?(?:多少|几)"))
-                for units, words in _ATTRIBUTE_UNITS]
-
-
-def expected_answer(question: str) -> tuple[str, tuple[str, ...]] | None:
-    """The answer type a question asks for: ('quantity', acceptable units; empty = any number),
-    ('time', ()), or None when it asks for something else."""
-    if m := _QUANTITY_Q.search(question):
-        if m.group(1):
-            return ("quantity", ("元",) if m.group(1) == "钱" else (m.group(1),))
-        for units, pattern in _ATTRIBUTE_Q:
-            if pattern.search(question):
-                return ("quantity", units)
-        return ("quantity", ())
-    if _TIME_Q.search(question):
-        return ("time", ())
-    return None
-
-
-def satisfies(expected: tuple[str, tuple[str, ...]] | None, text: str) -> bool:
-    """Whether text can answer that type: a number (with the asked-for unit) or a time phrase.
-
-    Classic answer-type checking: a "多少份" question needs "…份" in the evidence; a passage
-    that only shares the question's topic words cannot be the answer.
-    """
-    if expected is None:
-        return True
-    kind, units = expected
-    if kind == "time":
-        return bool(_TIME_A.search(text))
-    if not units:
-        return bool(re.search(f"[{_NUMERAL}]", text))
-    alternatives = "|".join(map(re.escape, units))
-    # a currency or unit may carry a qualifier first (12港元, 41,210亿越南盾, 15厘米) or a symbol
-    # may lead ($4.9)
-    number = rf"[{_NUMERAL}][{_NUMERAL}.,，余多近约超]*"
-    return bool(re.search(rf"{number}\s*[\u4e00-\u9fff]{{0,2}}(?:{alternatives})", text)
-                or re.search(rf"(?:{alternatives})\s*{number}", text))
 
 
 def validate_question(s: Settings, question: object, top_k: object = None) -> tuple[str, int]:
@@ -238,7 +174,7 @@ class Searcher:
                 retrievers={name: {"rank": r, "score": round(float(scores[name][gid]), 4)}
                             for name, r in ranks.items()}))
         answerable = (bool(answers) and answers[0].confidence >= s.min_confidence
-                      and satisfies(expected_answer(question), answers[0].record["text"]))
+                      and supports(expected_answer(question), answers[0].record["text"]))
         return Result(question, answers, answerable, index.generation, self.mode,
                       round((time.perf_counter() - started) * 1000, 2))
 
