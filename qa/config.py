@@ -29,6 +29,8 @@ class Settings:
     rrf_k: int = _f(60, "reciprocal-rank-fusion constant")
     dense_weight: float = _f(1.0, "weight of the dense ranking in fusion (lexical is 1.0)")
     candidates: int = _f(50, "hits taken from each retriever before fusion")
+    focus_weight: float = _f(2.0, "extra weight of the words beside the question word when "
+                             "ordering the paragraphs of one story; 0 turns it off")
     min_confidence: float = _f(0.15, "answers below this confidence are 'no confident answer'")
     default_top_k: int = _f(5, "answers returned when top_k is not given")
     max_top_k: int = _f(50, "largest top_k accepted")

@@ -1,8 +1,8 @@
-"""Ranking maths as pure functions: reciprocal-rank fusion and IDF-weighted query coverage."""
+"""Ranking maths as pure functions: reciprocal-rank fusion, query coverage, in-group order."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 
 
 def rrf(rankings: Mapping[str, Sequence[int]], k: int = 60,
@@ -37,3 +37,19 @@ def coverage(query_weights: Mapping[str, float], present: Collection[str]) -> fl
     if total <= 0:
         return 0.0
     return sum(w for t, w in query_weights.items() if t in present) / total
+
+
+def order_within_groups(ids: Sequence[int], groups: Sequence[Hashable],
+                        keys: Sequence[float]) -> list[int]:
+    """Sort the members of each group by key, highest first, each group keeping the positions
+    it held: the order between groups never changes. Ties keep their original order."""
+    positions: dict[Hashable, list[int]] = {}
+    for pos, group in enumerate(groups):
+        positions.setdefault(group, []).append(pos)
+    out = list(ids)
+    for held in positions.values():
+        if len(held) > 1:
+            ranked = sorted(held, key=lambda p: (-keys[p], p))
+            for slot, p in zip(held, ranked, strict=True):
+                out[slot] = ids[p]
+    return out

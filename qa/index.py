@@ -95,6 +95,10 @@ class Index:
         self.tokenizer = get_tokenizer(self.manifest["tokenizer"])
         self._stories = {(st["file"], st["story"]): (k, st) for k, seg in enumerate(self.segments)
                          for st in seg.stories}
+        # global id of each story's first passage, ascending: a passage's story is a bisection
+        starts = [int(base) + st["start"] for seg, base in zip(self.segments, self.offsets[:-1],
+                                                              strict=True) for st in seg.stories]
+        self._story_starts = np.asarray(starts, dtype=np.int64)
 
     @classmethod
     def load(cls, root: str | Path, generation: str | None = None,
@@ -148,6 +152,11 @@ class Index:
         k, st = found
         base = int(self.offsets[k])
         return [self.passage(base + i) for i in range(st["start"], st["start"] + st["count"])]
+
+    def story_ids(self, gids: np.ndarray) -> np.ndarray:
+        """A number per passage that is the same for passages of one story."""
+        return np.searchsorted(self._story_starts, np.asarray(gids, dtype=np.int64),
+                               side="right") - 1
 
     def dense_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (global ids, cosine scores) over every segment's vectors."""

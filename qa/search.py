@@ -5,17 +5,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .answertype import expected_answer, supports
 from .config import Settings
 from .encoders import Encoder
-from .fusion import coverage, rrf
+from .fusion import coverage, order_within_groups, rrf
 from .index import Index, IndexMismatch
+from .lexical import Match
 from .text import (
     BIGRAM_PREFIX,
     char_ngrams,
     fold,
     jieba_words,
     mask_question_words,
+    question_focus,
     split_sentences,
 )
 from .text import strip_ws as _strip_ws
@@ -139,8 +143,8 @@ class Searcher:
         terms = index.tokenizer(masked)
         match = index.bm25.match(terms)
         lex_ids, lex_scores = match.top(s.candidates)
-        rankings = {"lexical": lex_ids.tolist()}
         scores = {"lexical": dict(zip(lex_ids.tolist(), lex_scores.tolist(), strict=True))}
+        rankings = {"lexical": self._focus_order(question, match, lex_ids, lex_scores)}
         if self.encoder is not None:
             qvec = self.encoder.encode_queries([question])[0]
             d_ids, d_scores = index.dense_search(qvec, s.candidates)
@@ -177,6 +181,25 @@ class Searcher:
                       and supports(expected_answer(question), answers[0].record["text"]))
         return Result(question, answers, answerable, index.generation, self.mode,
                       round((time.perf_counter() - started) * 1000, 2))
+
+    def _focus_order(self, question: str, match: Match, ids: np.ndarray,
+                     scores: np.ndarray) -> list[int]:
+        # Two levels: the whole question chooses the story (a question often restates its
+        # setting at length, which the story's lead paragraph matches best), and the words
+        # beside the question word choose among that story's paragraphs. So paragraphs of one
+        # story are re-ordered by their BM25 with those words weighted up; every story keeps
+        # the ranks it held, so the order between stories is BM25's.
+        weight = self.settings.focus_weight
+        if weight <= 0 or len(ids) < 2:
+            return ids.tolist()
+        text = fold(question_focus(question))
+        if not text:
+            return ids.tolist()
+        # the query terms (words, §bigrams) that lie inside the focus: no second tokenising
+        focus = {t for t in match.terms if t.removeprefix("§") in text}
+        keys = scores + weight * match.partial(ids, focus)
+        return order_within_groups(ids.tolist(), self.index.story_ids(ids).tolist(),
+                                   keys.tolist())
 
     def _term_weights(self, terms: list[str]) -> dict[str, float]:
         # Archive IDF of each distinct query term; a term no passage has gets the largest IDF,

@@ -87,6 +87,43 @@ def mask_question_words(text: str) -> str:
     return _QUESTION_RE.sub(" ", text)
 
 
+_CLAUSE_END = re.compile(r"[,，;；:：、。?？!！]")
+FOCUS_CHARS = 2  # at least this many characters, in whole words, on each side of the question word
+
+
+@functools.lru_cache(maxsize=4096)
+def question_focus(question: str, window: int = FOCUS_CHARS) -> str:
+    """The words next to the last interrogative, within its clause: what is asked about.
+
+    "《梦回越王》中,勾践由谁饰演?" -> "勾践由 饰演": the clause before the comma names the
+    setting (which story), the words beside 谁 name the fact asked (which paragraph). Whole
+    words are taken outward from the interrogative until `window` characters are covered on
+    each side. Empty when the question has no interrogative.
+    """
+    found = list(_QUESTION_RE.finditer(question))
+    if not found:
+        return ""
+    last = found[-1]
+    left = mask_question_words(_CLAUSE_END.split(question[: last.start()])[-1]).strip()
+    right = mask_question_words(_CLAUSE_END.split(question[last.end() :])[0]).strip()
+    # one segmentation for both sides: jieba never joins words across a line break
+    words = _jieba_module().lcut(f"{left}\n{right}", HMM=True)
+    cut = words.index("\n")
+    before = _take(words[:cut][::-1], window)[::-1]  # nearest word first, then back in order
+    after = _take(words[cut + 1 :], window)
+    return f"{''.join(before)} {''.join(after)}".strip()
+
+
+def _take(words: list[str], window: int) -> list[str]:
+    """Words from the start of the list until they cover window characters."""
+    taken: list[str] = []
+    for word in words:
+        if sum(map(len, taken)) >= window:
+            break
+        taken.append(word)
+    return taken
+
+
 _jieba_lock = threading.Lock()
 _jieba = None
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qa.build import NothingToIndex, add, build
@@ -198,3 +199,13 @@ def test_new_generation_reuses_loaded_segments(built, settings):
     assert newer.segments[0] is built.segments[0]  # shared, not read again
     assert newer.segments[1] is not built.segments[0]
     assert newer.n_passages == built.n_passages + 2
+
+
+def test_story_ids_group_the_passages_of_each_story(built):
+    records = [built.passage(g) for g in range(built.n_passages)]
+    ids = built.story_ids(np.arange(built.n_passages)).tolist()
+    stories = [(r["file"], r["story"]) for r in records]
+    # the same number exactly when the same story
+    assert len(set(ids)) == len(set(stories))
+    assert all((ids[i] == ids[j]) == (stories[i] == stories[j])
+               for i in range(len(ids)) for j in range(len(ids)))

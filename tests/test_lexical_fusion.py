@@ -1,4 +1,4 @@
-"""Ranking maths on its own: BM25 over segments, reciprocal-rank fusion, coverage."""
+"""Ranking maths on its own: BM25 over segments, fusion, coverage, in-group order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from qa.fusion import coverage, rrf
+from qa.fusion import coverage, order_within_groups, rrf
 from qa.lexical import BM25, Postings, idf, term_key
 
 DOCS = [["a", "b", "b"], ["b", "c"], ["c", "c", "c", "d"], ["a", "d"]]
@@ -93,3 +93,23 @@ def test_top_k_over_many_documents_equals_a_full_sort():
     expected = sorted(np.flatnonzero(scores > 0), key=lambda i: (-scores[i], i))[:50]
     assert ids.tolist() == expected
     np.testing.assert_array_equal(top, scores[expected])
+
+
+def test_partial_scores_split_the_bm25_score():
+    bm = BM25([Postings.build(DOCS[:2]), Postings.build(DOCS[2:])])
+    m = bm.match(["a", "b", "c", "d"])
+    gids = [3, 0, 2, 1]  # any order, across segments
+    np.testing.assert_allclose(m.partial(gids, {"a", "b", "c", "d"}), m.scores[gids], rtol=1e-6)
+    np.testing.assert_allclose(m.partial(gids, {"c"}), bm.scores(["c"])[gids], rtol=1e-6)
+    assert m.partial(gids, {"zzz"}).tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert m.partial([], {"a"}).tolist() == []
+
+
+def test_order_within_groups_keeps_each_group_in_its_places():
+    ids = [10, 11, 12, 13, 14, 15]
+    groups = ["x", "y", "x", "z", "x", "y"]
+    keys = [1.0, 5.0, 3.0, 0.0, 2.0, 9.0]
+    # x holds places 0, 2, 4 and y places 1, 5; z alone never moves
+    assert order_within_groups(ids, groups, keys) == [12, 15, 14, 13, 10, 11]
+    assert order_within_groups(ids, groups, [1.0] * 6) == ids  # ties keep their order
+    assert order_within_groups([], [], []) == []

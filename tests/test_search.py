@@ -14,6 +14,7 @@ from qa.build import add, build
 from qa.encoders import EncoderUnavailable, load_encoder, prompts_for
 from qa.index import Index, IndexMismatch
 from qa.search import QuestionError, Searcher
+from qa.text import question_focus
 
 from .conftest import CORPUS, EXTRA, ROOT
 
@@ -134,6 +135,48 @@ def test_time_questions_want_their_kind_of_time():
     assert supports(expected_answer("多久举办一次?"), "每个月举办一次。")
     assert not supports(expected_answer("哪一年建成?"), "大桥于3月通车。")
     assert supports(expected_answer("哪一年建成?"), "大桥于2019年建成。")
+
+
+@pytest.mark.parametrize(("question", "focus"), [
+    ("大型街区沉浸式情景剧《梦回越王箫韶师秀》中,勾践由谁饰演?", "勾践由 饰演"),
+    ("慈溪为让人大代表助力营商环境优化而组建的工作班子由谁挂帅?", "班子由 挂帅"),
+    ("参加经济普查突击队的湖滨干部们晚上都在忙什么?", "在忙"),
+    ("常山的小学生们在消防站体验了哪些项目?", "体验了 项目"),
+    ("量子计算机", ""),
+])
+def test_question_focus_is_the_words_beside_the_question_word(question, focus):
+    assert question_focus(question) == focus
+
+
+STAGE_ISSUE = """# 古镇上演沉浸式实景情景剧
+
+王芳
+
+近日,大型沉浸式实景情景剧《运河古韵千年梦》在古镇广场首次上演,吸引了大批市民和游客前来观看。
+
+现场锣鼓喧天,青年演员李明饰演的船工带领众人沿河巡游,观众跟随队伍穿行在老街的街巷之间。
+
+## 图书馆延长开放时间
+
+孙丽
+
+市图书馆从三月起把闭馆时间推迟到晚上九点,周一也照常开放。
+"""
+
+
+def test_the_paragraph_that_answers_beats_the_lead_that_sets_the_scene(tmp_path, settings):
+    (tmp_path / "stage.txt").write_text(STAGE_ISSUE, encoding="utf-8")
+    build([tmp_path / "stage.txt"], settings, None)
+    index = Index.load(settings.index_dir)
+    question = "古镇广场首次上演的情景剧里,船工由谁饰演?"
+    # BM25 alone prefers the lead, which holds the whole setting (古镇广场, 首次上演, 情景剧)
+    plain = Searcher(index, None, settings.with_(focus_weight=0)).ask(question, 2)
+    assert [a.record["paragraph"] for a in plain.answers] == [1, 2]
+    # the words beside 谁 (船工, 饰演) pick the paragraph within the story
+    focused = Searcher(index, None, settings).ask(question, 2)
+    assert [a.record["paragraph"] for a in focused.answers] == [2, 1]
+    assert focused.answers[0].retrievers["lexical"]["rank"] == 1
+    assert "李明" in focused.answers[0].highlight
 
 
 def test_story_printed_twice_collapses(tmp_path, settings):
