@@ -38,7 +38,7 @@ def test_dev_set_meets_the_targets(seeds_searcher):
 
 @pytest.mark.slow
 def test_team_questions_hold_the_same_line(seeds_searcher):
-    # questions written the same way on other paragraphs, never tuned on
+    # questions written the same way on other paragraphs of the seeds (no rule comes from them)
     report = evaluate(seeds_searcher, load_questions(TEAM))
     assert report["recall@1"] >= 0.93
     assert report["mrr@10"] >= 0.95

@@ -104,9 +104,16 @@ def openapi_document(server: str = "http://127.0.0.1:8000") -> dict:
                     "terms": {"type": "array", "items": {"type": "string"}},
                     "score": {"type": "number"}, "confidence": {"type": "number"},
                     "citation": {"$ref": "#/components/schemas/Citation"},
-                    "retrievers": {"type": "object", "additionalProperties": {
-                        "type": "object", "properties": {"rank": {"type": "integer"},
-                                                         "score": {"type": "number"}}}}}},
+                    "retrievers": {
+                        "type": "object",
+                        "description": "each retriever that found the passage: its 1-based rank "
+                                       "there and its own score (lexical: BM25; the lexical "
+                                       "rank orders the paragraphs of one story by the words "
+                                       "beside the question word, so it can differ from the "
+                                       "BM25 order within a story)",
+                        "additionalProperties": {
+                            "type": "object", "properties": {"rank": {"type": "integer"},
+                                                             "score": {"type": "number"}}}}}},
                 "AskResult": {"type": "object", "properties": {
                     "question": {"type": "string"}, "answerable": {"type": "boolean"},
                     "answers": {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}},
