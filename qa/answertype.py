@@ -20,7 +20,6 @@ UNITS = sorted("""人次 场次 户次 万元 亿元 平方米 平方公里 公�
     张 间 栋 处 部 支 株 棵 种 类 届 轮 趟 遍 倍 岁 天 年 月 周 层 级""".split(), key=len, reverse=True)  # noqa: SIM905, E501
 # 哪几 / 那几 / 这几 ask "which" or point back ("那几年"); 几月 / 几点 / 几号 ask for a time.
 _QUANTITY_Q = re.compile(r"(?<![哪那这])(?:多少|几(?![乎点时号月]))(钱|" + "|".join(UNITS) + ")?")
-_TIME_Q = re.compile(r"什么时候|何时|几点|几时|哪一?年|哪一?天|几月|几号|多久|多长时间")
 
 # What each kind of time question accepts. A bare "27号" is a street number as often as a date,
 # so a day counts as a date only after a month (3月27号) or as 日.
@@ -30,14 +29,14 @@ _YEAR = rf"[{NUMERAL}]{{2,4}}\s*年|[今明去前后同当]年"
 _DATE = (rf"[{NUMERAL}]+\s*(?:月|日)|月[{NUMERAL}]+号|[今明昨前后当]天|当日|近日|日前"
          r"|周[一二三四五六日末]|星期|春节|国庆|元旦")
 _DURATION = rf"[{NUMERAL}]+\s*(?:个?月|年|天|日|周|小时|分钟|秒)|半年|半天|每个?[年月周天日]"
-_ANY_TIME = "|".join((_CLOCK, _YEAR, _DATE, _DURATION, r"年[初底]|月[初底]|目前|上半年|下半年"
-                                                        r"|每[年月周天日]"))
+_ANY_TIME = "|".join((_CLOCK, _YEAR, _DATE, _DURATION, r"年[初底]|月[初底]|目前|上半年|下半年"))
 TIME_PATTERNS = {name: re.compile(p) for name, p in (
     ("clock", _CLOCK), ("year", _YEAR), ("date", _DATE), ("duration", _DURATION),
     ("any", _ANY_TIME))}
+# How a time question names the kind it wants; the first that matches decides.
 _TIME_KIND = [(re.compile(p), kind) for p, kind in (
     (r"几点|几时", "clock"), (r"哪一?年", "year"), (r"几月|几号|哪一?天", "date"),
-    (r"多久|多长时间", "duration"))]
+    (r"多久|多长时间", "duration"), (r"什么时候|何时", "any"))]
 
 # A 多少 question with no measure word is typed by the attribute it asks about (classic
 # numeric answer types: money, people, area, length, age).
@@ -91,10 +90,8 @@ def expected_answer(question: str) -> AnswerType | None:
             if pattern.search(question):
                 return AnswerType("quantity", units)
         return AnswerType("quantity")
-    if _TIME_Q.search(question):
-        kind = next((k for pattern, k in _TIME_KIND if pattern.search(question)), "any")
-        return AnswerType("time", time=kind)
-    return None
+    kind = next((k for pattern, k in _TIME_KIND if pattern.search(question)), None)
+    return AnswerType("time", time=kind) if kind else None
 
 
 def has_quantity(units: tuple[str, ...], text: str) -> bool:

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -195,9 +196,7 @@ class BM25:
         uniq = [t for t in dict.fromkeys(terms) if self.df(t)]
         weights = np.asarray([self.idf(t) for t in uniq], dtype=np.float32)
         parts: list[np.ndarray] = []
-        docs_all, tids_all, contrib_all = [], [], []
-        # term -> (segment part, start, end) of its postings: kept per segment, not copied
-        spans: dict[int, list[tuple[int, int, int]]] = {}
+        gathered: list[Gathered] = []
         qkeys = np.fromiter((term_key(t) for t in uniq), dtype=np.uint64, count=len(uniq))
         for seg, base, norms in zip(self.segments, self.offsets[:-1], self._norms, strict=True):
             found = [(i, r) for i, r in enumerate(seg.vocab.lookup(qkeys)) if r is not None]
@@ -216,18 +215,12 @@ class BM25:
             contrib = np.repeat(weights[tids] * (self.k1 + 1.0), lengths) * tf / (tf + norms[docs])
             parts.append(np.bincount(docs, weights=contrib, minlength=seg.n_docs))
             # plain arrays (not np.memmap views): slicing them later stays in C
-            docs_all.append(docs.astype(np.int64) + base if base else np.asarray(docs))
-            tids_all.append(np.repeat(tids, lengths))
-            contrib_all.append(contrib)
-            for t, end, n in zip(tids.tolist(), np.cumsum(lengths).tolist(), lengths.tolist(),
-                                 strict=True):
-                spans.setdefault(t, []).append((len(contrib_all) - 1, end - n, end))
-        empty = np.empty(0, dtype=np.int64)
+            gathered.append(Gathered(
+                docs.astype(np.int64) + base if base else np.asarray(docs),
+                np.repeat(tids, lengths), contrib))
         out = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts
                                                  else np.zeros(self.n_docs))
-        return Match(uniq, out, np.concatenate(docs_all) if docs_all else empty,
-                     np.concatenate(tids_all) if tids_all else empty,
-                     docs_all, contrib_all, spans)
+        return Match(uniq, out, gathered)
 
     def scores(self, terms: Sequence[str]) -> np.ndarray:
         """BM25 score of every document for the unique query terms (float64 array)."""
@@ -238,18 +231,21 @@ class BM25:
         return self.match(terms).top(k)
 
 
+class Gathered(NamedTuple):
+    """One segment's matched postings, grouped by term in ascending term order."""
+
+    docs: np.ndarray  # global id of each posting's document (ascending within a term)
+    term_ids: np.ndarray  # index into Match.terms of each posting
+    contrib: np.ndarray  # what each posting adds to its document's score
+
+
 @dataclass
 class Match:
     """One query's BM25 scores and the postings that produced them."""
 
     terms: list[str]
     scores: np.ndarray  # per document
-    docs: np.ndarray  # global id of every matched posting
-    term_ids: np.ndarray  # index into terms of every matched posting
-    # per segment: global ids of its matched postings and what each adds to the score
-    doc_parts: list[np.ndarray] = field(default_factory=list)
-    contrib_parts: list[np.ndarray] = field(default_factory=list)
-    spans: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
+    gathered: list[Gathered] = field(default_factory=list)  # one per segment with a match
 
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (global ids, scores), best first; ties broken by id; zero scores dropped."""
@@ -277,9 +273,10 @@ class Match:
         out: list[set[str]] = [set() for _ in gids]
         mask = np.zeros(self.scores.shape[0], dtype=bool)
         mask[np.fromiter(where, dtype=np.int64, count=len(where))] = True
-        hit = mask[self.docs]
-        for d, t in zip(self.docs[hit].tolist(), self.term_ids[hit].tolist(), strict=True):
-            out[where[d]].add(self.terms[t])
+        for g in self.gathered:
+            hit = mask[g.docs]
+            for d, t in zip(g.docs[hit].tolist(), g.term_ids[hit].tolist(), strict=True):
+                out[where[d]].add(self.terms[t])
         return out
 
     def partial(self, gids: Sequence[int], terms: Collection[str]) -> np.ndarray:
@@ -290,15 +287,19 @@ class Match:
         """
         out = np.zeros(len(gids), dtype=np.float64)
         ids = np.asarray(gids, dtype=np.int64)
-        for i, term in enumerate(self.terms):
-            if term not in terms:
-                continue
-            for part, start, end in self.spans.get(i, ()):
-                docs = self.doc_parts[part][start:end]
-                # the needles take the postings' dtype: the other way round numpy would copy
-                # the whole postings list to int64 first
-                needles = ids.astype(docs.dtype, copy=False)
-                pos = np.minimum(np.searchsorted(docs, needles), len(docs) - 1)
+        wanted = [i for i, t in enumerate(self.terms) if t in terms]
+        if not wanted:
+            return out
+        for g in self.gathered:
+            # the needles take the postings' dtype: the other way round numpy would copy the
+            # whole postings list to int64 first
+            needles = ids.astype(g.docs.dtype, copy=False)
+            bounds = np.searchsorted(g.term_ids, [wanted, np.add(wanted, 1)])
+            for start, end in zip(*bounds.tolist(), strict=True):
+                if start == end:
+                    continue
+                docs = g.docs[start:end]
+                pos = np.minimum(np.searchsorted(docs, needles), end - start - 1)
                 hit = docs[pos] == needles
-                out[hit] += self.contrib_parts[part][start:end][pos[hit]]
+                out[hit] += g.contrib[start:end][pos[hit]]
         return out

@@ -88,7 +88,7 @@ def test_top_k_over_many_documents_equals_a_full_sort():
     rng = np.random.default_rng(7)
     scores = rng.gamma(1.0, size=200_000) * (rng.random(200_000) < 0.3)
     scores[[5, 99_999, 150_000]] = 50.0  # ties at the top: smaller id first
-    m = Match([], scores, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+    m = Match([], scores)
     ids, top = m.top(50)
     expected = sorted(np.flatnonzero(scores > 0), key=lambda i: (-scores[i], i))[:50]
     assert ids.tolist() == expected
