@@ -1,22 +1,30 @@
-"""Answer quality on every question set we have, in one table (lexical only, as runs here).
+"""Answer quality on every question set we have: lexical, dense and hybrid side by side.
 
-    python bench/quality.py            # dev, the team's held-out seed questions, CMRC 2018
-    python bench/quality.py --json
+    python bench/quality.py                 # dev, team, reworded, CMRC 2018 with the default model
+    python bench/quality.py --model none    # lexical only (about 30 s)
+    python bench/quality.py --sets dev,team --json
 
 Builds throwaway indexes of the seeds and of ../shared/ext/cmrc2018 in a temporary directory and
-scores each question set with the same code as `qa eval`. dev.jsonl is what thresholds were set
-on; bench/questions/seeds-team.jsonl was written by the team on other paragraphs of the seeds,
-each batch before it was first scored (no rule is written from it; it and CMRC chose between
-settings); CMRC 2018 is encyclopaedia text, a check that nothing is news-specific.
+scores each question set with the same code as `qa eval`, three ways on the same index: lexical
+only, dense only (the sentence model's ranking alone) and hybrid (what the service runs).
+dev.jsonl is what thresholds were set on; bench/questions/seeds-team.jsonl was written by the team
+on other paragraphs of the seeds, each batch before it was first scored; seeds-reworded.jsonl
+(ids r…) was written the way readers reword questions before the model first scored it; CMRC
+2018 is encyclopaedia text, a check that nothing is news-specific. Passage vectors are cached in
+bench/work/vectors/ (keyed by model and text), so only the first run with a model embeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -26,59 +34,147 @@ CMRC = SHARED / "ext" / "cmrc2018"
 SETS = [  # name, issue files, question file
     ("dev", ROOT / "seeds", SHARED / "eval" / "dev.jsonl"),
     ("team", ROOT / "seeds", BENCH / "questions" / "seeds-team.jsonl"),
+    ("reworded", ROOT / "seeds", BENCH / "questions" / "seeds-reworded.jsonl"),
     ("cmrc", CMRC / "issues", CMRC / "questions.jsonl"),
 ]
+MODES = ("lexical", "dense", "hybrid")
+CACHE = BENCH / "work" / "vectors"
 
 
-def measure(work: Path) -> dict:
-    """Build each archive once, score each question set; {set: report without misses}."""
+class CachedEncoder:
+    """Wraps an encoder; passage vectors are kept on disk by (model, text) between runs."""
+
+    def __init__(self, encoder, cache_dir: Path = CACHE):
+        self.inner = encoder
+        self.name, self.dim = encoder.name, encoder.dim
+        for attr in ("backend", "model", "quantisation", "version", "batch_size"):
+            if hasattr(encoder, attr):
+                setattr(self, attr, getattr(encoder, attr))
+        tag = hashlib.sha1(json.dumps([encoder.name, getattr(encoder, "version", None)])
+                           .encode()).hexdigest()[:12]
+        self.path = cache_dir / f"{tag}.npz"
+        self.vectors: dict[str, np.ndarray] = {}
+        if self.path.exists():
+            data = np.load(self.path)
+            self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        self.embedded = 0
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Questions are never cached: their encode is part of every query."""
+        return self.inner.encode_queries(texts)
+
+    def encode_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Cached vectors, embedding (in batches, with progress) only the texts not seen."""
+        from qa.encoders import embed_passages
+
+        keys = [self._key(t) for t in texts]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.vectors))
+        if todo:
+            texts_by_key = dict(zip(keys, texts, strict=True))
+            fresh = embed_passages(self.inner, [texts_by_key[k] for k in todo], progress=True)
+            self.vectors.update(zip(todo, fresh, strict=True))
+            self.embedded += len(todo)
+            self.save()
+        return np.stack([self.vectors[k] for k in keys]).astype(np.float32)
+
+    def save(self) -> None:
+        """Write the cache (temp file, then rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(tmp, keys=np.array(list(self.vectors)),
+                 vectors=np.stack(list(self.vectors.values())))
+        tmp.replace(self.path)
+
+
+def measure(work: Path, model: str = "default", sets: list[str] | None = None,
+            modes: tuple[str, ...] = MODES, settings_overrides: dict | None = None) -> dict:
+    """Build each archive once, score each question set each way; {set: {mode: report}}."""
     from qa.build import build
     from qa.config import Settings
+    from qa.encoders import load_encoder
     from qa.evaluate import evaluate, load_questions
     from qa.index import Index
     from qa.search import Searcher
 
-    searchers: dict[Path, Searcher] = {}
-    out = {}
+    base = Settings.from_env(**(settings_overrides or {}))
+    if model != "default":
+        base = base.with_(model=model)
+    encoder = None
+    if base.dense_enabled:
+        encoder = CachedEncoder(load_encoder(base.model, base.embed_batch_size,
+                                             base.encoder_threads))
+    else:
+        modes = ("lexical",)
+    indexes: dict[Path, Index] = {}
+    out: dict = {}
     for name, issues, questions in SETS:
+        if sets and name not in sets:
+            continue
         if not questions.is_file():
             print(f"skipped {name}: {questions} is missing", file=sys.stderr)
             continue
-        if issues not in searchers:
-            settings = Settings(index_dir=str(work / issues.name), model="none")
-            build([issues], settings, None)
-            searchers[issues] = Searcher(Index.load(settings.index_dir), None, settings)
-        report = evaluate(searchers[issues], load_questions(questions))
-        report.pop("misses", None)
-        out[name] = report
+        settings = base.with_(index_dir=str(work / issues.name))
+        if issues not in indexes:
+            t = time.perf_counter()
+            build([issues], settings, encoder)
+            indexes[issues] = Index.load(settings.index_dir)
+            print(f"built {issues.name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        qs = load_questions(questions)
+        out[name] = {}
+        for mode in modes:
+            searcher = Searcher(indexes[issues], None if mode == "lexical" else encoder,
+                                settings, only="dense" if mode == "dense" else None)
+            report = evaluate(searcher, qs)
+            report["missed"] = sorted(m["id"] for m in report.pop("misses", []))
+            out[name][mode] = report
     return out
 
 
+def _cell(report: dict, key: str) -> str:
+    if key == "n":
+        return str(report["n"])
+    if key == "paraphrase":
+        t = report["by_type"].get("paraphrase")
+        return f"{t['recall@1']:.3f}" if t else "-"
+    if key == "refused":
+        u = report["unanswerable"]
+        return f"{u['refused']:.3f} of {u['n']}" if u["n"] else "-"
+    if key == "false_refusal":
+        return f"{report['false_refusal']:.4f}"
+    return f"{report[key]:.3f}"
+
+
 def table(results: dict) -> str:
-    """The figures side by side."""
-    rows = [("answerable n", lambda r: str(r["n"])),
-            ("recall@1", lambda r: f"{r['recall@1']:.3f}"),
-            ("recall@5", lambda r: f"{r['recall@5']:.3f}"),
-            ("MRR@10", lambda r: f"{r['mrr@10']:.3f}"),
-            ("paraphrase recall@1", lambda r: f"{r['by_type']['paraphrase']['recall@1']:.3f}"
-             if "paraphrase" in r["by_type"] else "-"),
-            ("unanswerable refused", lambda r: f"{r['unanswerable']['refused']:.3f} of "
-             f"{r['unanswerable']['n']}" if r["unanswerable"]["n"] else "-"),
-            ("answerable wrongly refused", lambda r: f"{r['false_refusal']:.4f}")]
-    names = list(results)
-    lines = [f"{'':28}" + "".join(f"{n:>16}" for n in names)]
-    for label, cell in rows:
-        lines.append(f"{label:28}" + "".join(f"{cell(results[n]):>16}" for n in names))
+    """The figures side by side: one column per (set, mode)."""
+    rows = [("answerable n", "n"), ("recall@1", "recall@1"), ("recall@5", "recall@5"),
+            ("MRR@10", "mrr@10"), ("paraphrase recall@1", "paraphrase"),
+            ("unanswerable refused", "refused"), ("answerable wrongly refused", "false_refusal")]
+    cols = [(s, m) for s in results for m in results[s]]
+    width = 13
+    lines = [f"{'':28}" + "".join(f"{s:>{width}}" for s, _ in cols),
+             f"{'':28}" + "".join(f"{m:>{width}}" for _, m in cols)]
+    for label, key in rows:
+        lines.append(f"{label:28}" + "".join(f"{_cell(results[s][m], key):>{width}}"
+                                             for s, m in cols))
     return "\n".join(lines)
 
 
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default",
+                        help="QA_MODEL to measure ('none': lexical only); default: the setting")
+    parser.add_argument("--sets", default="", help="comma-separated subset of "
+                        + ",".join(s[0] for s in SETS))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    sets = [s for s in args.sets.split(",") if s] or None
     with tempfile.TemporaryDirectory(prefix="qa-quality-") as work:
-        results = measure(Path(work))
+        results = measure(Path(work), args.model, sets)
     print(json.dumps(results, ensure_ascii=False, indent=1) if args.json else table(results))
 
 

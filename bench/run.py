@@ -2,6 +2,8 @@
 
     python bench/run.py --quick                  # the seeds, under a minute
     python bench/run.py --scale 100k [--dense]   # a synthetic archive (10k, 100k, 1m passages)
+    python bench/run.py --quick --dense          # the seeds with the real model (QA_MODEL)
+    python bench/run.py --scale 1m --dense --hashed   # hashed stand-in vectors at scale
     python bench/run.py --scale 1m --json
 
 Prints a table (or one JSON object with --json) and writes bench/results/<date>-<scale>.json.
@@ -77,7 +79,9 @@ def query_latency(index_dir: str, questions: list[dict], encoder=None) -> dict:
             hits += hit_rank(q, result, 1) == 1
     # the query's own encode runs inside ask(); report latency without it, as the target asks
     net = [a - b for a, b in zip(took, encode, strict=True)] if encoder is not None else took
-    return {"query_p50_ms": _pct(net, 50), "query_p99_ms": _pct(net, 99),
+    enc = {"encode_p50_ms": _pct(encode, 50), "encode_p99_ms": _pct(encode, 99),
+           "encode_threads": getattr(encoder, "threads", None)} if encoder is not None else {}
+    return {**enc, "query_p50_ms": _pct(net, 50), "query_p99_ms": _pct(net, 99),
             "query_with_encode_p50_ms": _pct(took, 50),
             "recall@1": hits / answerable if answerable else None, "queries": len(questions)}
 
@@ -142,6 +146,13 @@ def _rss_mib(pid: int) -> float:
     return sum(int(x) for x in out) / 1024
 
 
+def _worker_rss_mib(pid: int) -> list[float]:
+    """RSS of each child (gunicorn worker) of a process, MiB."""
+    out = subprocess.run(["ps", "-o", "rss=", "--ppid", str(pid)],
+                         capture_output=True, text=True, check=False).stdout.split()
+    return [int(x) / 1024 for x in out]
+
+
 def _wrk(url: str, seconds: int) -> dict:
     if not shutil.which("wrk"):
         return {}
@@ -165,11 +176,12 @@ def _start(cmd: list[str], env: dict | None = None, cwd: Path | None = None):
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def serve_and_load(index_dir: str, question: str, seconds: int, rounds: int = 3) -> dict:
+def serve_and_load(index_dir: str, question: str, seconds: int, rounds: int = 3,
+                   model: str = "none") -> dict:
     """`qa serve` and the bare Flask endpoint side by side (same gunicorn settings): time to a
     ready /healthz, RSS, then wrk on each in turn, `rounds` times; medians and their ratio.
     Alternating keeps a noisy neighbour from favouring whichever ran in a quiet moment."""
-    env = dict(os.environ, QA_INDEX_DIR=index_dir, QA_MODEL="none",
+    env = dict(os.environ, QA_INDEX_DIR=index_dir, QA_MODEL=model,
                QA_RATE_LIMIT_PER_MINUTE="0", QA_RELOAD_INTERVAL="0")
     bin_dir = Path(sys.executable).parent
     port, bare_port = _free_port(), _free_port()
@@ -183,6 +195,7 @@ def serve_and_load(index_dir: str, question: str, seconds: int, rounds: int = 3)
         ready = time.perf_counter() - t0
         _wait_ready(f"http://127.0.0.1:{bare_port}/api/ask", 60)
         rss = _rss_mib(ours.pid)
+        workers_rss = _worker_rss_mib(ours.pid)
         url = f"http://127.0.0.1:{port}/api/ask?q={quote(question)}&top_k=5"
         bare_url = f"http://127.0.0.1:{bare_port}/api/ask"
         _wrk(url, 2)  # warm every worker
@@ -197,6 +210,7 @@ def serve_and_load(index_dir: str, question: str, seconds: int, rounds: int = 3)
         return float(np.median([r[side].get(key, float("nan")) for r in runs]))
 
     return {"ready_s": ready, "serve_rss_mib": rss,
+            "serve_worker_rss_mib": max(workers_rss) if workers_rss else float("nan"),
             "http_rps": med(0, "rps"), "http_p50_ms": med(0, "p50_ms"),
             "http_p99_ms": med(0, "p99_ms"),
             "http_non_2xx": sum(r[0].get("non_2xx", 0) for r in runs),
@@ -207,14 +221,18 @@ def serve_and_load(index_dir: str, question: str, seconds: int, rounds: int = 3)
 
 
 def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path,
-        with_peer: bool = True) -> dict:
+        with_peer: bool = True, hashed: bool = False) -> dict:
     """Every measurement at one scale."""
     from synth import generate, make_questions, vocabulary_size, write_issue
 
+    from qa.config import Settings
     from qa.evaluate import load_questions
 
+    model = Settings.from_env().model if dense and not hashed else "none"
+    kind = "hash" if dense and hashed else model  # the worker's --encoder
     res: dict = {"scale": scale, "date": date.today().isoformat(), "dense": dense,
-                 "machine": f"{os.cpu_count()} cpu"}
+                 "model": "bench/hash-bigram-384" if hashed and dense else model,
+                 "machine": f"{os.cpu_count()} cpu", "load": os.getloadavg()[0]}
     if scale == "quick":
         issues = ROOT / "seeds"
     else:
@@ -223,8 +241,9 @@ def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path,
     index_dir = str(work / scale / ("index-dense" if dense else "index"))
     shutil.rmtree(index_dir, ignore_errors=True)
     built, peak = _run_measured(["build", "--index", index_dir, "--paths", str(issues),
-                                 "--encoder", "hash" if dense else "none"])
-    res.update(passages=built["passages"], build_s=built["seconds"], build_peak_mib=peak)
+                                 "--encoder", kind])
+    res.update(passages=built["passages"], build_s=built["seconds"], build_peak_mib=peak,
+               build_passages_per_s=built["passages"] / built["seconds"])
     res["vocabulary"] = vocabulary_size(index_dir)
     loaded, load_peak = _run_measured(["load", "--index", index_dir])
     res.update(load_s=loaded["seconds"], index_rss_mib=load_peak)
@@ -235,10 +254,15 @@ def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path,
         questions = make_questions(index_dir, n_queries)
     reps = max(1, n_queries // max(1, len(questions)))
     encoder = None
-    if dense:
+    if dense and hashed:
         from hashenc import HashEncoder
 
         encoder = HashEncoder()
+    elif dense:
+        from qa.encoders import encoder_threads, load_encoder
+
+        # one query at a time in this process, as in one worker of a 2-worker server
+        encoder = load_encoder(model, threads=encoder_threads(0, processes=2))
     lat = query_latency(index_dir, questions * reps, encoder)
     res.update(lat)
     if with_peer:
@@ -252,13 +276,13 @@ def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path,
     new_issue = extra / "new-issue.txt"
     write_issue(new_issue, np.random.default_rng(12345), Lexicon.load(), 100)
     added, add_peak = _run_measured(["add", "--index", index_dir, "--paths", str(new_issue),
-                                     "--encoder", "hash" if dense else "none"])
+                                     "--encoder", kind])
     res.update(add_s=added["seconds"], add_excluding_embedding_s=added[
         "seconds_excluding_embedding"], add_bytes_written=added["bytes_written"],
         add_peak_mib=add_peak)
-    if http_seconds and not dense:
+    if http_seconds and not (dense and hashed):
         q = questions[0]["question"]
-        res.update(serve_and_load(index_dir, q, http_seconds))
+        res.update(serve_and_load(index_dir, q, http_seconds, model=model))
     return res
 
 
@@ -273,6 +297,9 @@ def table(res: dict) -> str:
         ("vocabulary (words / bigrams)", f"{res['vocabulary']['words']:,} / "
                                          f"{res['vocabulary']['bigrams']:,}"),
         ("full build (s) / peak MiB", f"{f('build_s')} / {f('build_peak_mib', '{:.0f}')}"),
+        ("build passages/s", f("build_passages_per_s")),
+        ("query encode p50 / p99 (ms), threads", f"{f('encode_p50_ms')} / {f('encode_p99_ms')}"
+                                                 f", {f('encode_threads', '{}')}"),
         ("index load (s) / RSS MiB", f"{f('load_s', '{:.2f}')} / {f('index_rss_mib', '{:.0f}')}"),
         ("add one 100-passage issue (s, excl. embed)",
          f("add_excluding_embedding_s", "{:.2f}")),
@@ -282,8 +309,9 @@ def table(res: dict) -> str:
                                       f"{f('peer_query_p99_ms', '{:.2f}')}"),
         ("recall@1 / peer recall@1",
          f"{f('recall@1', '{:.3f}')} / {f('peer_recall@1', '{:.3f}')}"),
-        ("serve: ready (s) / RSS MiB",
-         f"{f('ready_s', '{:.2f}')} / {f('serve_rss_mib', '{:.0f}')}"),
+        ("serve: ready (s) / RSS MiB (largest worker)",
+         f"{f('ready_s', '{:.2f}')} / {f('serve_rss_mib', '{:.0f}')} "
+         f"({f('serve_worker_rss_mib', '{:.0f}')})"),
         ("/api/ask req/s, p50 / p99 ms", f"{f('http_rps', '{:.0f}')}, {f('http_p50_ms', '{:.1f}')}"
                                          f" / {f('http_p99_ms', '{:.1f}')}"),
         ("bare Flask req/s, p50 / p99 ms",
@@ -291,7 +319,7 @@ def table(res: dict) -> str:
         ("ratio ours / bare", f("http_ratio", "{:.2f}")),
     ]
     width = max(len(r[0]) for r in rows)
-    head = f"scale {res['scale']} ({'dense: hashed vectors' if res['dense'] else 'lexical only'})"
+    head = f"scale {res['scale']} ({res['model'] if res['dense'] else 'lexical only'})"
     return "\n".join([head] + [f"{a:<{width}}  {b}" for a, b in rows])
 
 
@@ -300,7 +328,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scale", choices=["quick", *SCALES], default="quick")
     p.add_argument("--quick", action="store_true", help="seeds scale, under a minute")
-    p.add_argument("--dense", action="store_true", help="add hashed 384-d vectors (FAISS)")
+    p.add_argument("--dense", action="store_true", help="dense too, with the real model (QA_MODEL)")
+    p.add_argument("--hashed", action="store_true",
+                   help="with --dense: hashed 384-d stand-in vectors instead (for large scales)")
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--http-seconds", type=int, default=10, help="wrk duration; 0 skips HTTP")
     p.add_argument("--work", type=Path, default=BENCH / "work")
@@ -309,9 +339,10 @@ def main() -> None:
     p.add_argument("--no-peer", action="store_true", help="skip the bm25s peer")
     a = p.parse_args()
     scale = "quick" if a.quick else a.scale
-    res = run(scale, a.dense, a.queries, a.http_seconds, a.work, with_peer=not a.no_peer)
+    res = run(scale, a.dense, a.queries, a.http_seconds, a.work, with_peer=not a.no_peer,
+              hashed=a.hashed)
     a.out.mkdir(parents=True, exist_ok=True)
-    name = f"{res['date']}-{scale}{'-dense' if a.dense else ''}.json"
+    name = f"{res['date']}-{scale}{('-hashed' if a.hashed else '-dense') if a.dense else ''}.json"
     (a.out / name).write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps(res, ensure_ascii=False) if a.json else table(res))
 

@@ -16,6 +16,10 @@ def _encoder(kind: str):
         from hashenc import HashEncoder
 
         return HashEncoder()
+    if kind != "none":  # a real model by its QA_MODEL name
+        from qa.encoders import load_encoder
+
+        return load_encoder(kind)
     return None
 
 
@@ -25,7 +29,7 @@ def main() -> None:
     p.add_argument("step", choices=["build", "add", "load"])
     p.add_argument("--index", required=True)
     p.add_argument("--paths", nargs="*", default=[])
-    p.add_argument("--encoder", default="none", choices=["none", "hash"])
+    p.add_argument("--encoder", default="none", help="none, hash, or a QA_MODEL name")
     a = p.parse_args()
     from qa.build import add, build
     from qa.config import Settings

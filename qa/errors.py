@@ -1,4 +1,4 @@
-"""Index errors a user must act on: missing, corrupt, mismatched, locked."""
+"""Index errors a user must act on: missing, corrupt, lost, mismatched, locked, unwritable."""
 
 from __future__ import annotations
 
@@ -21,3 +21,11 @@ class IndexMismatch(IndexError_):
 
 class IndexLocked(IndexError_):
     """Another writer holds the index lock."""
+
+
+class IndexLost(IndexCorrupt):
+    """CURRENT is missing or names an unusable generation while generations exist."""
+
+
+class IndexWriteFailed(IndexError_):
+    """A write failed at the operating system (disk full, read-only, I/O); nothing published."""

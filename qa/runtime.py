@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,19 @@ from .index import Index, IndexMismatch, current_generation
 from .search import Searcher
 
 log = logging.getLogger(__name__)
+GENERATION_NAME = re.compile(r"^gen-\d{6,}$")
+_ABS_PATH = re.compile(r"(?<![\w.:/])/[^\s'\":,;()]+")  # /a/b/c, not the // of a URL
+
+
+def without_paths(text: str) -> str:
+    """A message fit for anyone (healthz, the page footer): absolute paths cut to their last
+    part; the whole message goes to the log."""
+    return _ABS_PATH.sub(lambda m: "…/" + m.group().rstrip("/").rsplit("/", 1)[-1], text)
+
+
+def generation_number(name: str) -> int:
+    """The number in gen-NNNNNN (names only grow, so a larger number is a newer generation)."""
+    return int(name[4:])
 
 
 @dataclass
@@ -32,9 +47,11 @@ def open_encoder(settings: Settings, index_model: str | None = None) -> EncoderS
                             f"is {settings.model}; set QA_MODEL={index_model} or rebuild with "
                             "`qa index`")
     try:
-        return EncoderStatus(load_encoder(settings.model, settings.embed_batch_size), None)
+        return EncoderStatus(load_encoder(settings.model, settings.embed_batch_size,
+                                          settings.encoder_threads), None)
     except EncoderUnavailable as exc:
-        return EncoderStatus(None, f"{exc}: lexical only")
+        log.warning("sentence model unavailable: %s", exc)
+        return EncoderStatus(None, without_paths(f"{exc}: lexical only"))
 
 
 class SearcherHolder:
@@ -42,14 +59,24 @@ class SearcherHolder:
 
     A request takes a reference to one Searcher and uses it to the end, so a switch never
     fails a query in flight; the model is loaded once and reused across generations.
+    `error` is safe to show to anyone (no paths); `detail` is the whole story, for logs and
+    the command line.
     """
 
     def __init__(self, settings: Settings, encoder_status: EncoderStatus | None = None):
         self.settings = settings
         self._status = encoder_status
         self._lock = threading.Lock()
+        self._older_lock = threading.Lock()
+        self._older: OrderedDict[str, Index] = OrderedDict()  # recently asked-for generations
         self.searcher: Searcher | None = None
         self.error: str | None = None
+        self.detail: str | None = None
+
+    def _fail(self, public: str, detail: str) -> None:
+        if detail != self.detail:  # the poller retries every few seconds: log each cause once
+            log.error("%s", detail)
+        self.error, self.detail = public, detail
 
     @property
     def encoder(self) -> Encoder | None:
@@ -68,7 +95,8 @@ class SearcherHolder:
         held = self.searcher
         if wanted is None or (held is not None and held.index.generation == wanted):
             if wanted is None and held is None:
-                self.error = f"no index in {root}: build one with `qa index`"
+                self._fail("no index has been built yet: an editor runs `qa index`",
+                           f"no index in {root}: build one with `qa index`")
             return held
         with self._lock:
             if self.searcher is not None and self.searcher.index.generation == wanted:
@@ -88,9 +116,46 @@ class SearcherHolder:
                 searcher = Searcher(index, encoder, self.settings)
                 searcher.ask("预热")  # warm jieba, caches and the model before taking traffic
                 self.searcher = searcher
-                self.error = None
+                self.error = self.detail = None
                 log.info("serving generation %s (%s)", wanted, self.searcher.mode)
             except Exception as exc:  # keep serving the old generation, say why
-                self.error = f"cannot load generation {wanted}: {exc}"
-                log.error(self.error)
+                # the exception names files and directories: the log gets it, the public
+                # message (healthz, 503s) only what happened
+                kept = f"; still serving {held.index.generation}" if held else ""
+                self._fail(f"cannot load generation {wanted} ({type(exc).__name__}){kept}; "
+                           "the server log says why", f"cannot load generation {wanted}: {exc}")
             return self.searcher
+
+    def index_at(self, generation: str) -> Index | None:
+        """The index of a named generation while it is on disk, else None.
+
+        Workers move to a new generation a moment apart, so a client may ask one worker about
+        a passage another just cited: a newer generation than the one held is a reason to
+        refresh now; an older one is loaded beside it (sharing its unchanged segments) and
+        kept among the `generation_cache` most recently asked for.
+        """
+        if not GENERATION_NAME.match(generation):
+            return None
+        held = self.searcher
+        if held is None or generation_number(generation) > generation_number(
+                held.index.generation):
+            held = self.refresh()
+        if held is not None and held.index.generation == generation:
+            return held.index
+        with self._older_lock:
+            if generation in self._older:
+                self._older.move_to_end(generation)
+                return self._older[generation]
+            root = Path(self.settings.index_dir)
+            if not (root / "generations" / f"{generation}.json").exists():
+                return None
+            try:
+                index = Index.load(root, generation, reuse=held.index if held else None)
+            except Exception as exc:  # collected meanwhile, or damaged: not servable
+                log.warning("cannot load generation %s for a story look-up: %s", generation, exc)
+                return None
+            if self.settings.generation_cache > 0:
+                self._older[generation] = index
+                while len(self._older) > self.settings.generation_cache:
+                    self._older.popitem(last=False)
+            return index

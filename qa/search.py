@@ -9,8 +9,8 @@ import numpy as np
 
 from .answertype import expected_answer, supports
 from .config import Settings
-from .encoders import Encoder
-from .fusion import coverage, order_within_groups, rrf
+from .encoders import Encoder, mismatch
+from .fusion import convex, coverage, order_within_groups, rrf
 from .index import Index, IndexMismatch
 from .lexical import Match
 from .text import (
@@ -112,7 +112,8 @@ class _Seen:
 class Searcher:
     """Answers questions from one loaded index generation (and its sentence model, if any)."""
 
-    def __init__(self, index: Index, encoder: Encoder | None, settings: Settings):
+    def __init__(self, index: Index, encoder: Encoder | None, settings: Settings,
+                 only: str | None = None):
         if index.model and encoder is not None and encoder.name != index.model:
             raise IndexMismatch(f"index {index.generation} was embedded with {index.model}, "
                                 f"but the loaded model is {encoder.name}")
@@ -121,9 +122,20 @@ class Searcher:
         if index.model and encoder is not None and index.manifest.get("dim") != encoder.dim:
             raise IndexMismatch(f"index dimension {index.manifest.get('dim')} != model "
                                 f"dimension {encoder.dim}")
+        if index.model and encoder is not None:
+            why = mismatch(index.manifest.get("encoder"), encoder)
+            if why:
+                raise IndexMismatch(f"index {index.generation}: {why}")
+        if settings.fusion not in ("scores", "rrf"):
+            raise ValueError(f"QA_FUSION={settings.fusion!r}: 'scores' or 'rrf'")
+        if only not in (None, "dense"):
+            raise ValueError(f"only={only!r}: None (fusion) or 'dense'")
+        if only == "dense" and encoder is None:
+            raise ValueError("a dense-only searcher needs a sentence model and a dense index")
         self.index = index
         self.encoder = encoder
         self.settings = settings
+        self.only = only  # "dense": the model's ranking alone (bench/quality.py compares it)
 
     @property
     def mode(self) -> str:
@@ -150,8 +162,13 @@ class Searcher:
             d_ids, d_scores = index.dense_search(qvec, s.candidates)
             rankings["dense"] = d_ids.tolist()
             scores["dense"] = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
-        # with one retriever this keeps its order
-        fused = rrf(rankings, k=s.rrf_k, weights={"lexical": 1.0, "dense": s.dense_weight})
+            if self.only == "dense":
+                del rankings["lexical"]
+        if "dense" in rankings and "lexical" in rankings and s.fusion != "rrf":
+            fused = convex((rankings["lexical"], lex_scores.tolist()),
+                           (rankings["dense"], d_scores.tolist()), s.dense_weight)
+        else:  # rank fusion; with one retriever this keeps its order
+            fused = rrf(rankings, k=s.rrf_k, weights={"lexical": 1.0, "dense": s.dense_weight})
 
         weights = self._term_weights(terms)
         gram_weights = self._bigram_weights(masked)

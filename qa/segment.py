@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mmap
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +22,17 @@ from .lexical import Postings
 
 
 def fault(stage: str) -> None:
-    """Die here when QA_FAULT_INJECT names this stage (the crash tests' hook)."""
-    # Fault injection for the crash tests: QA_FAULT_INJECT=<stage> kills the writer right there.
-    if os.environ.get("QA_FAULT_INJECT") == stage:
+    """Die (or fail with an OS error) here when QA_FAULT_INJECT names this stage."""
+    # The crash tests' hook. QA_FAULT_INJECT=<stage> kills the writer right there, as kill -9
+    # would; QA_FAULT_INJECT=<stage>:ENOSPC (any errno name) raises that OSError instead, as a
+    # full disk, a read-only mount or a failing device would.
+    wanted, _, code = os.environ.get("QA_FAULT_INJECT", "").partition(":")
+    if wanted != stage:
+        return
+    if not code:
         os._exit(137)
+    number = getattr(errno, code, errno.EIO)
+    raise OSError(number, os.strerror(number))
 
 
 def fsync_dir(path: Path) -> None:
@@ -88,6 +98,20 @@ def write_segment(root: Path, records: list[dict], tokenizer: Callable[[str], li
     name = f"seg-{uuid.uuid4().hex[:12]}"
     tmp = root / "segments" / f".tmp-{name}"
     tmp.mkdir(parents=True)
+    try:
+        entry = _write_files(tmp, name, records, tokenizer, vectors, dense_exact_max)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not keep half a segment
+        raise
+    os.rename(tmp, root / "segments" / name)
+    fsync_dir(root / "segments")
+    return name, entry
+
+
+def _write_files(tmp: Path, name: str, records: list[dict],
+                 tokenizer: Callable[[str], list[str]], vectors: np.ndarray | None,
+                 dense_exact_max: int) -> dict:
+    fault("segment-write")
     lines = [json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records]
     offsets = np.zeros(len(lines) + 1, dtype=np.int64)
     np.cumsum([len(x) for x in lines], out=offsets[1:])
@@ -110,9 +134,7 @@ def write_segment(root: Path, records: list[dict], tokenizer: Callable[[str], li
         files[f.name] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
     fsync_dir(tmp)
     fault("segment-written")
-    os.rename(tmp, root / "segments" / name)
-    fsync_dir(root / "segments")
-    return name, {"name": name, "passages": len(records), "files": files}
+    return {"name": name, "passages": len(records), "files": files}
 
 
 def index_text(record: dict) -> str:
@@ -120,17 +142,36 @@ def index_text(record: dict) -> str:
     return f"{record['title']}\n{record['text']}"
 
 
+def check_segments(root: Path, entries: list[dict], check_sha: bool) -> None:
+    """Raise IndexCorrupt unless every file of these segments is there, whole and unaltered.
+
+    Sizes are always checked; with check_sha every byte is hashed, on two threads (hashlib
+    releases the GIL, so two cores hash twice as fast).
+    """
+    files = []
+    for entry in entries:
+        path = root / "segments" / entry["name"]
+        for fname, meta in entry["files"].items():
+            f = path / fname
+            if not f.is_file():
+                raise IndexCorrupt(f"segment {entry['name']}: {fname} is missing")
+            if f.stat().st_size != meta["bytes"]:
+                raise IndexCorrupt(f"segment {entry['name']}: {fname} has {f.stat().st_size} "
+                                   f"bytes, manifest says {meta['bytes']} (truncated or altered)")
+            files.append((entry["name"], fname, f, meta["sha256"]))
+    if not check_sha:
+        return
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        digests = list(pool.map(sha256_file, [f for _, _, f, _ in files]))
+    for (seg, fname, _, want), got in zip(files, digests, strict=True):
+        if got != want:
+            raise IndexCorrupt(f"segment {seg}: {fname} checksum does not match")
+
+
 def load_segment(root: Path, entry: dict, check_sha: bool) -> Segment:
+    """Open one segment of a manifest, checking its files first."""
     path = root / "segments" / entry["name"]
-    for fname, meta in entry["files"].items():
-        f = path / fname
-        if not f.is_file():
-            raise IndexCorrupt(f"segment {entry['name']}: {fname} is missing")
-        if f.stat().st_size != meta["bytes"]:
-            raise IndexCorrupt(f"segment {entry['name']}: {fname} has {f.stat().st_size} bytes, "
-                               f"manifest says {meta['bytes']} (truncated or altered)")
-        if check_sha and sha256_file(f) != meta["sha256"]:
-            raise IndexCorrupt(f"segment {entry['name']}: {fname} checksum does not match")
+    check_segments(root, [entry], check_sha)
     try:
         postings = Postings.load(path)
         offsets = np.load(path / "offsets.npy")

@@ -202,3 +202,28 @@ def get_tokenizer(name: str) -> Tokenizer:
         return TOKENIZERS[name]
     except KeyError:
         raise ValueError(f"unknown tokenizer {name!r}; known: {', '.join(TOKENIZERS)}") from None
+
+
+_opencc_lock = threading.Lock()
+_opencc = None
+
+
+def _t2s(text: str) -> str:
+    # OpenCC's converter loads its dictionaries once (~10 ms); a conversion is a few µs.
+    global _opencc
+    if _opencc is None:
+        with _opencc_lock:
+            if _opencc is None:
+                import opencc
+
+                _opencc = opencc.OpenCC("t2s")
+    return _opencc.convert(text)
+
+
+def normalise_question(text: str) -> str:
+    """A question as the archive writes it: simplified characters, half-width, Latin lower-case.
+
+    玉環市有幾個國家４Ａ級旅遊景區? -> 玉环市有几个国家4a级旅游景区?. Case is folded because
+    matching is case-insensitive everywhere (fold); show the reader the question as typed.
+    """
+    return fold(_t2s(text))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from qa.fusion import coverage, order_within_groups, rrf
+from qa.fusion import convex, coverage, order_within_groups, rrf
 from qa.lexical import BM25, Postings, idf, term_key
 
 DOCS = [["a", "b", "b"], ["b", "c"], ["c", "c", "c", "d"], ["a", "d"]]
@@ -113,3 +113,25 @@ def test_order_within_groups_keeps_each_group_in_its_places():
     assert order_within_groups(ids, groups, keys) == [12, 15, 14, 13, 10, 11]
     assert order_within_groups(ids, groups, [1.0] * 6) == ids  # ties keep their order
     assert order_within_groups([], [], []) == []
+
+
+def test_score_fusion_maths_and_provenance():
+    # lexical list already in its final order (focus may have swapped 7 and 3): positions take
+    # the sorted scores, divided by the top; dense cosines are min-max normalised
+    out = convex(([7, 3, 5], [8.0, 10.0, 2.0]), ([5, 3, 9], [0.9, 0.85, 0.8]), dense_weight=0.5)
+    scores = {d: s for d, s, _ in out}
+    assert scores[7] == pytest.approx(1.0)
+    assert scores[3] == pytest.approx(0.8 + 0.5 * 0.5)
+    assert scores[5] == pytest.approx(0.2 + 0.5 * 1.0)
+    assert scores[9] == pytest.approx(0.0)
+    assert [d for d, _, _ in out] == [3, 7, 5, 9]
+    assert out[0][2] == {"lexical": 2, "dense": 2}
+
+
+def test_score_fusion_a_clear_lexical_lead_survives_a_near_tie_does_not():
+    dense = ([2, 1, 3], [0.93, 0.85, 0.80])
+    assert convex(([1, 2, 3], [30.0, 10.0, 5.0]), dense, 0.3)[0][0] == 1
+    assert convex(([1, 2, 3], [30.0, 29.0, 5.0]), dense, 0.3)[0][0] == 2
+    # weight 0 keeps the lexical order exactly; ids only the model found come after
+    assert [d for d, _, _ in convex(([1, 2], [3.0, 1.0]), dense, 0.0)] == [1, 2, 3]
+    assert [d for d, _, _ in convex(([], []), dense, 0.3)] == [2, 1, 3]

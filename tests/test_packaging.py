@@ -22,7 +22,8 @@ def test_dockerfile_runs_offline_as_non_root_with_the_model_baked_in():
     instructions = [line.split()[0] for line in text.splitlines()
                     if line and not line.startswith((" ", "#"))]
     assert instructions[0] == "FROM"
-    assert "ARG MODEL=" in text and "S('${MODEL}')" in text
+    assert "ARG MODEL=multilingual-e5-small-q4" in text  # the bundled model: nothing downloaded
+    assert "load_encoder('${MODEL}')" in text
     assert re.search(r"ENV HF_HUB_OFFLINE=1", text)
     assert "download.pytorch.org/whl/cpu" in text and "PIP_CONSTRAINT" in text
     assert "qa index --require-model" in text

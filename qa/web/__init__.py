@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections import defaultdict
 from typing import Any
 
 import orjson
-from flask import Flask, current_app, g, jsonify, render_template, request
+from flask import Flask, Request, current_app, g, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import HTTPException
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream, get_input_stream
 
 from ..config import Settings
 from ..runtime import SearcherHolder
+from .ratelimit import client_address, default_storage_uri, parse_networks
 
 log = logging.getLogger(__name__)
 
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                    "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
 ERROR_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 429: "rate_limited",
-               500: "internal_error", 503: "not_ready"}
+               405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
+               414: "uri_too_long", 429: "rate_limited", 431: "headers_too_large",
+               500: "internal_error", 501: "not_implemented", 503: "not_ready"}
+UNLIMITED_PREFIXES = ("/healthz", "/static/")  # probes and the stylesheet are never counted
 
 
 class OrjsonProvider(DefaultJSONProvider):
@@ -38,6 +48,38 @@ class OrjsonProvider(DefaultJSONProvider):
         obj = args[0] if len(args) == 1 else (args or kwargs)
         return self._app.response_class(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS),
                                         mimetype="application/json")
+
+
+class StrictMaxStream(LimitedStream):
+    """A body of unknown length (chunked) read up to a maximum, refused past it.
+
+    Werkzeug's readall() stops at the maximum without telling a body of exactly that size from
+    a longer one, so request.get_data() cut a chunked body short silently (a misleading 400).
+    """
+
+    def __init__(self, stream: Any, limit: int):
+        super().__init__(stream, limit, is_max=True)
+        self._raw = stream
+
+    def readall(self) -> bytes:
+        """The whole body, or 413 when a byte follows the maximum."""
+        out = super().readall()
+        if self.is_exhausted and self._raw.read(1):
+            raise RequestEntityTooLarge()
+        return out
+
+
+class QARequest(Request):
+    """Flask's request, with body limits enforced on the bytes read whatever the framing."""
+
+    @cached_property
+    def stream(self) -> Any:
+        """The body stream: Content-Length checked up front, a chunked body as it is read."""
+        limit = self.max_content_length
+        if (self.content_length is None and limit is not None
+                and self.environ.get("wsgi.input_terminated")):
+            return StrictMaxStream(self.environ["wsgi.input"], limit)
+        return get_input_stream(self.environ, max_content_length=limit)
 
 
 class ApiError(Exception):
@@ -57,31 +99,6 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return resp
 
 
-class RateLimiter:
-    """Fixed one-minute windows per client address (per worker process)."""
-
-    def __init__(self, per_minute: int):
-        self.per_minute = per_minute
-        self._lock = threading.Lock()
-        self._windows: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-
-    def check(self, client: str) -> int | None:
-        """None when allowed, else seconds until the window resets."""
-        if self.per_minute <= 0:
-            return None
-        now = time.monotonic()
-        with self._lock:
-            window = self._windows[client]
-            if now - window[0] >= 60:
-                window[0], window[1] = now, 0
-            window[1] += 1
-            if window[1] > self.per_minute:
-                return max(1, int(60 - (now - window[0])))
-            if len(self._windows) > 100_000:  # bound memory under address churn
-                self._windows.clear()
-        return None
-
-
 def _poll_generations(app: Flask, holder: SearcherHolder, interval: float) -> None:
     # Moves this worker to a newly published generation (from `qa add` or an upload) without a
     # restart; the old Searcher stays alive for requests that already hold it.
@@ -97,14 +114,18 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """Build the app: defaults < QA_* environment < `settings`/overrides; loads the index once."""
     settings = settings.with_(**overrides) if settings else Settings.from_env(**overrides)
     app = Flask(__name__)
+    app.request_class = QARequest
+    # The request limit is the default for every body, however it is framed (a chunked body
+    # has no Content-Length): Werkzeug counts the bytes actually read and answers 413. Only
+    # the admin upload raises it, per request, in _body_limit.
     app.config.update(QA_SETTINGS=settings, DEBUG=settings.debug,
-                      MAX_CONTENT_LENGTH=max(settings.max_upload_bytes, settings.max_request_bytes))
+                      MAX_CONTENT_LENGTH=settings.max_request_bytes)
     app.json = OrjsonProvider(app)
 
     holder = SearcherHolder(settings)
     holder.refresh()
     app.extensions["qa.holder"] = holder
-    app.extensions["qa.limiter"] = RateLimiter(settings.rate_limit_per_minute)
+    app.extensions["qa.limiter"] = RateLimit(settings)
     if settings.reload_interval > 0:
         threading.Thread(target=_poll_generations, args=(app, holder, settings.reload_interval),
                          daemon=True, name="qa-generation-poller").start()
@@ -134,24 +155,60 @@ def _is_api() -> bool:
     return request.path.startswith("/api/") or request.path in ("/healthz", "/openapi.json")
 
 
+class RateLimit:
+    """One fixed one-minute window per client over every page and API call (not /healthz,
+    /static, CORS preflights), counted by the `limits` library in storage that every worker
+    shares (qa/web/ratelimit.py), so the documented limit is what a client gets."""
+
+    def __init__(self, settings: Settings):
+        self.enabled = settings.rate_limit_per_minute > 0
+        self.item = RateLimitItemPerMinute(max(1, settings.rate_limit_per_minute))
+        uri = settings.rate_limit_storage or default_storage_uri(settings.index_dir)
+        self.window = FixedWindowRateLimiter(storage_from_string(uri))
+        self.proxies = parse_networks(settings.trusted_proxies)
+        self._failing = False
+
+    def check(self):
+        """None when the request may go on, else the 429 answer."""
+        if (not self.enabled or request.method == "OPTIONS"
+                or request.path.startswith(UNLIMITED_PREFIXES)):
+            return None
+        client = client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"),
+                                self.proxies)
+        try:
+            if self.window.hit(self.item, "qa", client):
+                self._failing = False
+                return None
+            reset, _ = self.window.get_window_stats(self.item, "qa", client)
+        except Exception:  # a broken counter store must not take the service down
+            if not self._failing:
+                log.exception("rate-limit storage failed; requests go through unlimited")
+            self._failing = True
+            return None
+        wait = str(max(1, math.ceil(reset - time.time())))
+        if _is_api():
+            return error_response(429, "too many requests; slow down", {"Retry-After": wait})
+        page = render_template("error.html", status=429, message="请求太频繁,请稍后再试。",
+                               searcher=None, note=None)
+        return current_app.response_class(page, 429, {"Retry-After": wait},
+                                          mimetype="text/html")
+
+
 def _install_hooks(app: Flask) -> None:
     @app.before_request
     def _limits():
         g.started = time.perf_counter()
-        if not request.path.startswith("/api/") or request.method == "OPTIONS":
-            return None
-        wait = current_app.extensions["qa.limiter"].check(request.remote_addr or "-")
-        if wait is not None:
-            return error_response(429, "too many requests; slow down",
-                                  {"Retry-After": str(wait)})
-        return None
+        return current_app.extensions["qa.limiter"].check()
+
+    @app.before_request
+    def _body_limit():
+        if request.endpoint == "admin.upload":  # the one route that takes files
+            request.max_content_length = settings_of().max_upload_bytes
 
     @app.after_request
     def _headers(resp):
-        resp.headers.setdefault("Content-Security-Policy", CSP)
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("X-Frame-Options", "DENY")
-        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        for name, value in SECURITY_HEADERS.items():
+            resp.headers.setdefault(name, value)
         origins = [o.strip() for o in settings_of().cors_origins.split(",") if o.strip()]
         origin = request.headers.get("Origin")
         if origins and origin and request.path.startswith("/api/") and (
@@ -166,10 +223,26 @@ def _install_hooks(app: Flask) -> None:
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.message, exc.headers)
 
+    @app.errorhandler(TimeoutError)
+    def _slow_client(exc: TimeoutError):
+        # the server's socket timeout fired while reading the body (QA_CLIENT_TIMEOUT)
+        log.info("client too slow on %s: %s", request.path, exc)
+        message = "the request body stopped arriving"
+        if _is_api():
+            return error_response(408, message)
+        return render_template("error.html", status=408, message="请求超时"), 408
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
+        if isinstance(exc, ClientDisconnected) and isinstance(exc.__context__, TimeoutError):
+            return _slow_client(exc.__context__)
         status = exc.code or 500
-        message = "request body is too large" if status == 413 else (exc.description or exc.name)
+        if status == 413:
+            limit = request.max_content_length
+            message = (f"request body is over {limit} bytes" if limit
+                       else "request body is too large")
+        else:
+            message = exc.description or exc.name
         if _is_api():
             allow = [v for k, v in exc.get_headers() if k == "Allow"]
             return error_response(status, message, {"Allow": allow[0]} if allow else None)

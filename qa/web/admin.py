@@ -1,42 +1,114 @@
-"""Editors' API: upload issue files (bearer token); ingest and indexing run in the background."""
+"""Editors' API: upload issue files (bearer token); ingest and indexing run in the background.
+
+A job is a file under QA_UPLOAD_DIR/jobs, so any worker can answer for it, and it names the process
+that owns it. A queued or running job whose owner is gone (killed worker, restarted service) is
+resumed by the next worker that looks: at start, on an upload, on a poll. Its files wait in
+incoming/<job>/ until they are indexed (then kept in QA_UPLOAD_DIR) or the job fails (then kept in
+QA_UPLOAD_DIR/failed/<job>/); no path deletes an uploaded file that was not indexed or rejected.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hmac
 import json
+import logging
 import os
 import re
 import shutil
+import socket
+import sys
 import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
 
 from ..build import NothingToIndex, add
-from ..config import Settings
-from ..index import IndexError_
-from ..runtime import SearcherHolder
-from . import ApiError, holder_of, settings_of
+from ..config import ADMIN_TOKEN_MIN_CHARS, Settings
+from ..errors import IndexError_
+from . import ApiError, settings_of
 
+log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")
-_executors: dict[int, ThreadPoolExecutor] = {}
-_executors_lock = threading.Lock()
+
 JOB_LOCK_TIMEOUT = 600.0  # a job waits this long for a CLI `qa add` holding the index lock
+JOB_MAX_ATTEMPTS = 3  # a job whose worker died this often (a file that kills it?) fails, files kept
+JOB_HEARTBEAT = 15.0  # seconds between touches of a live job's record by its owner process
+JOB_STALE_AFTER = 120.0  # an owner on another host whose job record is older than this is gone
+NAME_MAX_BYTES = 200  # stored file names, ".txt" included, in UTF-8; file systems allow 255
+ACTIVE = ("queued", "running")
+_INTERNAL = ("owner", "accepted", "originals")  # kept in the record, never shown
 _UNSAFE = re.compile(r"[^\w.\-]")  # \w keeps Chinese letters in file names
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
+_runners: dict[int, Callable[[Callable[[], None]], Any]] = {}
+_owned: dict[int, set[Path]] = {}  # per process: records of its queued/running jobs (heartbeat)
+_state_lock = threading.Lock()
+
+
+# ---------------------------------------------------------------- names and tokens
 
 def safe_name(raw: str) -> str | None:
-    """A file name that cannot escape the upload directory, or None if nothing usable is left."""
+    """A .txt file name that cannot escape the upload directory and is at most NAME_MAX_BYTES
+    UTF-8 bytes (cut between characters), or None if nothing usable is left."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).strip("._ ")[:120]
-    if not name:
-        return None
-    return name if name.lower().endswith(".txt") else name + ".txt"
+    if name.lower().endswith(".txt"):
+        name = name[:-4]
+    stem = _UNSAFE.sub("_", name).strip("._ ")
+    # a cut by characters let 120 Chinese characters (360 bytes) through to the file system
+    stem = stem.encode()[:NAME_MAX_BYTES - 4].decode("utf-8", "ignore").rstrip("._ ")
+    # one suffix spelling: `qa index uploads/` globs *.txt, and a stored X.TXT would be missed
+    return stem + ".txt" if stem else None
 
+
+def admin_disabled_reason(settings: Settings) -> str | None:
+    """Why the admin API is off (no token, or one too short to resist guessing); None if on."""
+    token = settings.admin_token.strip()
+    if not token:
+        return "the admin API is disabled (QA_ADMIN_TOKEN is not set)"
+    if len(token) < ADMIN_TOKEN_MIN_CHARS:
+        return (f"the admin API is disabled: QA_ADMIN_TOKEN must be at least "
+                f"{ADMIN_TOKEN_MIN_CHARS} characters")
+    return None
+
+
+def _on_register(state: Any) -> None:
+    # Runs once per app, inside create_app: a fresh worker picks up jobs its predecessor left.
+    settings: Settings = state.app.config["QA_SETTINGS"]
+    reason = admin_disabled_reason(settings)
+    if reason:
+        if settings.admin_token.strip():
+            log.warning("%s; it has %d", reason, len(settings.admin_token.strip()))
+        return
+    try:
+        recover_jobs(state.app)
+    except OSError as exc:  # an unwritable upload dir must not stop the service from answering
+        log.error("could not check upload jobs: %s", exc.strerror or exc)
+
+
+bp.record_once(_on_register)
+
+
+@bp.before_request
+def _authorise():
+    settings = settings_of()
+    reason = admin_disabled_reason(settings)
+    if reason:
+        raise ApiError(404, reason)
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer ") or not hmac.compare_digest(
+            given[7:].strip().encode(), settings.admin_token.strip().encode()):
+        raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+# ---------------------------------------------------------------- job records
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -48,61 +120,321 @@ def _jobs_dir(settings: Settings) -> Path:
     return path
 
 
+def _record(settings: Settings, job_id: str) -> Path:
+    return _jobs_dir(settings) / f"{job_id}.json"
+
+
+def _incoming(settings: Settings, job_id: str) -> Path:
+    return Path(settings.upload_dir) / "incoming" / job_id
+
+
 def _save_job(settings: Settings, job: dict) -> None:
-    # a job record is a file so every worker process can answer GET /jobs/<id>
-    path = _jobs_dir(settings) / f"{job['id']}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(job, ensure_ascii=False), encoding="utf-8")
+    # a job record is a file so every worker process can answer GET /jobs/<id>; written whole and
+    # renamed, so a reader or a crash sees the old record or the new one
+    path = _record(settings, job["id"])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(json.dumps(job, ensure_ascii=False).encode())
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
-@bp.before_request
-def _authorise():
-    token = settings_of().admin_token
-    if not token:
-        raise ApiError(404, "the admin API is disabled (QA_ADMIN_TOKEN is not set)")
-    given = request.headers.get("Authorization", "")
-    if not given.startswith("Bearer ") or not hmac.compare_digest(
-            given[7:].strip().encode(), token.encode()):
-        raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-
-
-def _run(settings: Settings, holder: SearcherHolder, job: dict, incoming: Path,
-         accepted: list[str]) -> None:
-    job["status"] = "running"
-    _save_job(settings, job)
+def _load(path: Path) -> tuple[dict | None, float]:
     try:
-        report = add([incoming / n for n in accepted],
-                     settings.with_(lock_timeout=max(settings.lock_timeout, JOB_LOCK_TIMEOUT)),
-                     holder.encoder)
+        mtime = path.stat().st_mtime
+        return json.loads(path.read_text(encoding="utf-8")), mtime
+    except (OSError, ValueError):
+        return None, 0.0
+
+
+def _public(job: dict) -> dict:
+    return {k: v for k, v in job.items() if k not in _INTERNAL}
+
+
+@contextlib.contextmanager
+def _jobs_lock(settings: Settings) -> Iterator[None]:
+    # Serialises claiming orphans across worker processes, so several gunicorn workers starting at
+    # once resume each job once. flock dies with its holder: no stale lock after a kill.
+    with open(_jobs_dir(settings) / ".lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- owners
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+_BOOT = _boot_id()
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, identity) of a process from /proc, or None where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and ")"
+        return fields[0], f"{_BOOT}:{fields[19]}"  # boot and start time: a reused pid differs
+    except (OSError, IndexError):
+        return None
+
+
+def _me() -> dict:
+    pid = os.getpid()
+    stat = _proc_stat(pid)
+    return {"host": socket.gethostname(), "pid": pid, "start": stat[1] if stat else None}
+
+
+def _alive(pid: Any, start: str | None) -> bool:
+    if not isinstance(pid, int) or pid <= 0:  # kill(0 or -n) would signal a process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, under another user
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc: the pid is all there is to go on
+    state, identity = stat
+    return state not in ("Z", "X") and (start is None or identity == start)
+
+
+def _owner_gone(job: dict, mtime: float) -> bool:
+    owner = job.get("owner") or {}
+    if owner.get("host") == socket.gethostname():
+        return not _alive(owner.get("pid"), owner.get("start"))
+    # another host sharing the directory (or a new container), or a record older than owners:
+    # only the owner's heartbeat on the record tells
+    return time.time() - mtime > JOB_STALE_AFTER
+
+
+def _is_mine(job: dict) -> bool:
+    owner, me = job.get("owner") or {}, _me()
+    return all(owner.get(k) == me[k] for k in ("host", "pid", "start"))
+
+
+def _heartbeat() -> None:
+    # Keeps the records of this process's live jobs fresh, so that a host that cannot see this
+    # process (shared volume, another container) does not take them for orphans.
+    while True:
+        time.sleep(JOB_HEARTBEAT)
+        with _state_lock:
+            paths = list(_owned.get(os.getpid(), ()))
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+
+def _own(path: Path, mine: bool) -> None:
+    with _state_lock:
+        owned = _owned.setdefault(os.getpid(), set())
+        if mine:
+            owned.add(path)
+        else:
+            owned.discard(path)
+
+
+# ---------------------------------------------------------------- the runner
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey is not None and monkey.is_module_patched("threading"))
+
+
+def _new_runner() -> Callable[[Callable[[], None]], Any]:
+    if _gevent_patched():
+        # Under gevent's monkey-patching a ThreadPoolExecutor "thread" is a greenlet on the one
+        # OS thread: parsing and indexing would stall the event loop (no request served, no
+        # heartbeat to the arbiter, so the worker is killed with the job). gevent's own pool runs
+        # the job on a real OS thread. Imported only here: gevent is no dependency of admin.
+        from gevent.threadpool import ThreadPool
+
+        return ThreadPool(1).spawn
+    # one writer thread per process: jobs of this worker run in order; not a daemon, so a
+    # gracefully stopping worker finishes the job it is on
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-admin").submit
+
+
+def _submit(app: Flask, job_id: str) -> None:
+    with _state_lock:
+        pid = os.getpid()  # per process: a forked worker must not use its parent's threads
+        if pid not in _runners:
+            _runners[pid] = _new_runner()
+            threading.Thread(target=_heartbeat, daemon=True, name="qa-admin-heartbeat").start()
+        runner = _runners[pid]
+    settings: Settings = app.config["QA_SETTINGS"]
+    _own(_record(settings, job_id), True)
+
+    def work() -> None:
+        with app.app_context():
+            _run(app, settings, job_id)
+
+    runner(work)
+
+
+def _keep(settings: Settings, job_id: str) -> str | None:
+    """Move what is left of a job's files to failed/<job>/; where they are, relative to
+    QA_UPLOAD_DIR, or None when nothing is left."""
+    incoming = _incoming(settings, job_id)
+    if not incoming.is_dir() or not any(incoming.iterdir()):
+        return None
+    failed = Path(settings.upload_dir) / "failed" / job_id
+    try:
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(incoming, failed)  # one rename: never half here and half there
+    except OSError as exc:
+        log.error("upload job %s: could not move its files to failed/: %s", job_id,
+                  exc.strerror or exc)
+        return f"incoming/{job_id}/"  # still kept, where they were
+    return f"failed/{job_id}/"
+
+
+def _kept_note(kept: str | None) -> str:
+    return f"; the uploaded files are kept in QA_UPLOAD_DIR/{kept}" if kept else ""
+
+
+def _run(app: Flask, settings: Settings, job_id: str) -> None:
+    path = _record(settings, job_id)
+    job, _ = _load(path)
+    if job is None or job.get("status") not in ACTIVE or not _is_mine(job):
+        _own(path, False)  # finished, pruned or taken over meanwhile
+        return
+    job.update(status="running", started=_now(), attempts=job.get("attempts", 0) + 1)
+    _save_job(settings, job)
+    incoming, upload_dir = _incoming(settings, job_id), Path(settings.upload_dir)
+    holder = app.extensions["qa.holder"]
+    originals = job.get("originals") or {}
+    clean_up = True
+    try:
+        sources: list[Path] = []
+        for name in job.get("accepted", []):
+            # a resumed job finds a file the lost attempt already indexed and kept in upload_dir
+            found = [p for p in (incoming / name, upload_dir / name) if p.is_file()]
+            if found:
+                sources.append(found[0])
+            else:
+                job["files"].append({"file": name, "status": "rejected", "passages": 0,
+                                     "reason": "the file was gone when the job ran"})
+        report = add(sources, settings.with_(
+            lock_timeout=max(settings.lock_timeout, JOB_LOCK_TIMEOUT)), holder.encoder)
         for o in report.outcomes:
-            job["files"].append({"file": o.file, "status": o.status, "passages": o.passages,
-                                 "reason": o.reason})
-            if o.status != "rejected":  # keep the source so the archive can be rebuilt
-                os.replace(incoming / o.file, Path(settings.upload_dir) / o.file)
+            entry = {"file": o.file, "status": o.status, "passages": o.passages, "reason": o.reason}
+            if originals.get(o.file, o.file) != o.file:
+                entry["original"] = originals[o.file]
+            job["files"].append(entry)
+        try:
+            for o in report.outcomes:  # keep the sources so the archive can be rebuilt
+                if o.status != "rejected" and (incoming / o.file).is_file():
+                    os.replace(incoming / o.file, upload_dir / o.file)
+        except OSError as exc:
+            kept = _keep(settings, job_id)
+            clean_up = False
+            job["kept"] = kept
+            job["error"] = (f"indexed, but the files could not be moved into QA_UPLOAD_DIR: "
+                            f"{exc.strerror or exc}{_kept_note(kept)}")
         job.update(status="done", generation=report.generation)
-        holder.refresh()
-    except (NothingToIndex, IndexError_) as exc:
+        try:
+            holder.refresh()
+        except Exception:  # the poller retries; the job itself is done
+            log.exception("upload job %s: refresh after publishing failed", job_id)
+    except NothingToIndex as exc:
         job.update(status="failed", error=str(exc))
-        if isinstance(exc, NothingToIndex):
-            job["files"] += [{"file": n, "status": "rejected", "passages": 0,
-                              "reason": str(exc)} for n in accepted]
-    except Exception as exc:  # logged; the job says it failed, the service keeps serving
-        current_app.logger.exception("upload job %s failed", job["id"])
-        job.update(status="failed", error=f"internal error: {type(exc).__name__}")
+        job["files"] += [{"file": n, "status": "rejected", "passages": 0, "reason": str(exc)}
+                         for n in job.get("accepted", []) if n not in
+                         {f["file"] for f in job["files"]}]
+    except Exception as exc:  # locked, lost or corrupt index, disk full, a bug: keep the files
+        if isinstance(exc, IndexError_):
+            message = str(exc)
+        elif isinstance(exc, OSError):
+            message = f"could not write the index: {exc.strerror or type(exc).__name__}"
+        else:
+            log.exception("upload job %s failed", job_id)
+            message = f"internal error: {type(exc).__name__}"
+        kept = _keep(settings, job_id)
+        clean_up = False
+        job.update(status="failed", kept=kept, error=message + _kept_note(kept))
     finally:
         job["finished"] = _now()
-        _save_job(settings, job)
-        shutil.rmtree(incoming, ignore_errors=True)
+        try:
+            _save_job(settings, job)
+        except OSError as exc:  # stays "running" under this live owner; resumed once it exits
+            log.error("upload job %s: could not save its record: %s", job_id, exc.strerror)
+        _own(path, False)
+        if clean_up:  # only rejected files are left here: reported, not kept
+            shutil.rmtree(incoming, ignore_errors=True)
 
 
-def _executor() -> ThreadPoolExecutor:
-    # one writer thread per process: jobs of this worker run in order
-    with _executors_lock:
-        pid = os.getpid()
-        if pid not in _executors:
-            _executors[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-admin")
-        return _executors[pid]
+# ---------------------------------------------------------------- recovery and pruning
+
+def recover_jobs(app: Flask, job_id: str | None = None, prune: bool = False) -> list[str]:
+    """Resume every queued or running job (or just `job_id`) whose owner process is gone, or
+    fail it keeping its files after JOB_MAX_ATTEMPTS; optionally prune old records. Returns the
+    ids resumed here."""
+    settings: Settings = app.config["QA_SETTINGS"]
+    resumed: list[str] = []
+    with _jobs_lock(settings):
+        jobs = _jobs_dir(settings)
+        paths = [_record(settings, job_id)] if job_id else sorted(jobs.glob("*.json"))
+        finished: list[tuple[str, float, Path, dict]] = []
+        for path in paths:
+            job, mtime = _load(path)
+            if job is None:
+                continue
+            if job.get("status") not in ACTIVE:
+                finished.append((job.get("created") or "", mtime, path, job))
+                continue
+            if not _owner_gone(job, mtime):
+                continue
+            if "accepted" not in job:  # a record from before jobs listed their files
+                incoming = _incoming(settings, job["id"])
+                job["accepted"] = sorted(p.name for p in incoming.glob("*.txt"))
+            attempts = job.get("attempts", 0)
+            if attempts >= JOB_MAX_ATTEMPTS or not job["accepted"]:
+                kept = _keep(settings, job["id"])
+                why = (f"the worker running this job stopped {attempts} times before it finished"
+                       if job["accepted"] else "the worker running this job stopped and its "
+                       "files are gone")
+                job.update(status="failed", finished=_now(), kept=kept,
+                           error=why + _kept_note(kept))
+                log.error("upload job %s: %s", job["id"], job["error"])
+            else:
+                job.update(status="queued", owner=_me())
+                resumed.append(job["id"])
+                log.warning("upload job %s: its worker stopped; resuming it here", job["id"])
+            _save_job(settings, job)
+        if prune:
+            _prune(settings, finished, len(paths))
+    for rid in resumed:
+        _submit(app, rid)
+    return resumed
+
+
+def _prune(settings: Settings, finished: list[tuple[str, float, Path, dict]], total: int) -> None:
+    # bounded: the oldest finished records go; queued and running ones and kept files never do
+    excess = total - max(1, settings.max_job_records)
+    for _, _, path, job in sorted(finished, key=lambda r: (r[0], r[1]))[:max(0, excess)]:
+        path.unlink(missing_ok=True)
+        if job.get("status") == "done":  # only rejected files can be left after a done job
+            shutil.rmtree(_incoming(settings, job["id"]), ignore_errors=True)
+    for tmp in _jobs_dir(settings).glob(".*.tmp"):  # a writer that died between write and rename
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > JOB_STALE_AFTER:
+                tmp.unlink()
+
+
+# ---------------------------------------------------------------- endpoints
+
+def _reject(raw: str, reason: str) -> dict:
+    return {"file": raw, "status": "rejected", "passages": 0, "reason": reason}
 
 
 @bp.post("/issues")
@@ -114,34 +446,57 @@ def upload():
     files = request.files.getlist("files") or request.files.getlist("file")
     if not files:
         raise ApiError(400, "no files: send multipart/form-data with one or more 'files' parts")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     job_id = uuid.uuid4().hex
-    incoming = Path(settings.upload_dir) / "incoming" / job_id
-    incoming.mkdir(parents=True, exist_ok=True)
-    job = {"id": job_id, "status": "queued", "created": _now(), "finished": None,
-           "files": [], "generation": None, "error": None}
-    accepted: list[str] = []
+    incoming = _incoming(settings, job_id)
+    try:
+        incoming.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ApiError(503, f"uploads cannot be stored now: {exc.strerror or exc}") from None
+    job: dict[str, Any] = {
+        "id": job_id, "status": "queued", "created": _now(), "started": None, "finished": None,
+        "attempts": 0, "files": [], "generation": None, "error": None, "kept": None,
+        "accepted": [], "originals": {}, "owner": _me()}
     for f in files:
-        name = safe_name(f.filename or "")
-        if name is None or name in accepted:
-            job["files"].append({"file": f.filename, "status": "rejected", "passages": 0,
-                                 "reason": "unusable or repeated file name"})
-            continue
-        f.save(incoming / name)
-        accepted.append(name)
-    if not accepted:
+        # each file on its own: one bad name or a failed write rejects that file, not the upload
+        raw = f.filename or ""
+        base = raw.replace("\\", "/").rsplit("/", 1)[-1].strip()
+        name = safe_name(raw)
+        if not base.lower().endswith(".txt"):
+            job["files"].append(_reject(raw, "not an issue file: only .txt files are accepted"))
+        elif name is None:
+            job["files"].append(_reject(raw, "unusable file name"))
+        elif name in job["accepted"]:
+            job["files"].append(_reject(raw, f"another file in this upload is also stored as "
+                                             f"{name}"))
+        else:
+            try:
+                f.save(incoming / name)
+            except OSError as exc:
+                (incoming / name).unlink(missing_ok=True)
+                job["files"].append(_reject(raw, f"could not be stored: "
+                                                 f"{exc.strerror or type(exc).__name__}"))
+                continue
+            job["accepted"].append(name)
+            job["originals"][name] = raw
+    if not job["accepted"]:
         shutil.rmtree(incoming, ignore_errors=True)
         job.update(status="failed", finished=_now(), error="no usable files")
+    try:
         _save_job(settings, job)
-        return jsonify(job), 202
-    _save_job(settings, job)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-
-    def work() -> None:
-        with app.app_context():
-            _run(settings, holder_of(), job, incoming, accepted)
-
-    response = jsonify(job)  # serialised now: the job dict changes once the worker starts
-    _executor().submit(work)
+    except OSError as exc:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise ApiError(503, f"the upload could not be recorded: {exc.strerror or exc}; nothing "
+                            f"was kept, send it again") from None
+    response = jsonify(_public(job))  # serialised now: the record changes once the job runs
+    if job["accepted"]:
+        _submit(app, job_id)
+    try:  # resume others' orphans and bound the records while we are here
+        recover_jobs(app, prune=True)
+    except OSError as exc:
+        log.error("could not check upload jobs: %s", exc.strerror or exc)
+    if not job["accepted"]:
+        return response, 202
     return response, 202, {"Location": f"/api/admin/jobs/{job_id}"}
 
 
@@ -150,8 +505,15 @@ def job_status(job_id: str):
     """The outcome of an upload: per file added / unchanged / replaced / rejected (with reason)."""
     if not _JOB_ID.match(job_id):
         raise ApiError(404, "no such job")
-    path = _jobs_dir(settings_of()) / f"{job_id}.json"
-    try:
-        return jsonify(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise ApiError(404, "no such job") from None
+    settings = settings_of()
+    path = _record(settings, job_id)
+    job, mtime = _load(path)
+    if job is None:
+        raise ApiError(404, "no such job")
+    if job.get("status") in ACTIVE and _owner_gone(job, mtime):
+        # a poll is where an orphan shows first when no worker has restarted since
+        recover_jobs(current_app._get_current_object(), job_id)  # type: ignore[attr-defined]
+        job, _ = _load(path)
+        if job is None:
+            raise ApiError(404, "no such job")
+    return jsonify(_public(job))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from ..api_schema import result_json, story_url
+from ..index import Index
 from ..search import QuestionError, Searcher, validate_question
 from . import ApiError, holder_of, settings_of
 from .openapi import openapi_document
@@ -22,9 +23,22 @@ def current_searcher() -> Searcher:
     return searcher
 
 
+def index_for_story() -> Index:
+    """The index a story look-up reads: the generation named by ?generation= (the one an answer
+    cited, while it is on disk), else the current one."""
+    wanted = request.args.get("generation")
+    if not wanted:
+        return current_searcher().index
+    index = holder_of().index_at(wanted)
+    if index is None:
+        raise ApiError(404, f"generation {wanted!r} is not on this server (unknown, or "
+                            "collected since); ask again to cite the current generation")
+    return index
+
+
 def _ask_params() -> tuple[object, object]:
     settings = settings_of()
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # HEAD is GET without the body
         question = request.args.get("q", request.args.get("question"))
         if question is None:
             raise ApiError(400, "missing query parameter q")
@@ -60,7 +74,12 @@ def ask():
         result = current_searcher().ask(question, top_k)  # type: ignore[arg-type]
     except QuestionError as exc:
         raise ApiError(400, str(exc)) from None
-    return jsonify(result_json(result))
+    body = result_json(result)
+    for answer in body["answers"]:  # a follow-up for the cited story reads the same generation
+        cite = answer["citation"]
+        cite["url"] = story_url(cite["file"], cite["story"], cite["paragraph"],
+                                result.generation)
+    return jsonify(body)
 
 
 @bp.get("/api/issues")
@@ -79,16 +98,16 @@ def issues():
 
 @bp.get("/api/story/<path:file>/<int:story>")
 def story(file: str, story: int):
-    """One whole story, paragraph by paragraph."""
-    searcher = current_searcher()
-    passages = searcher.index.story(file, story)
+    """One whole story, paragraph by paragraph (?generation= reads the one an answer cited)."""
+    index = index_for_story()
+    passages = index.story(file, story)
     if not passages:
-        raise ApiError(404, f"no story {story} in {file}")
+        raise ApiError(404, f"no story {story} in {file} (generation {index.generation})")
     first = passages[0]
     return jsonify({
         "file": file, "story": story, "title": first["title"], "subtitle": first["subtitle"],
-        "byline": first["byline"], "url": story_url(file, story),
-        "generation": searcher.index.generation,
+        "byline": first["byline"], "url": story_url(file, story, None, index.generation),
+        "generation": index.generation,
         "paragraphs": [{"paragraph": p["paragraph"], "text": p["text"], "lines": p["lines"]}
                        for p in passages],
     })
@@ -109,4 +128,5 @@ def healthz():
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI 3 description of this API (importable as a chatbot tool)."""
-    return jsonify(openapi_document(request.host_url.rstrip("/")))
+    # never the request's Host header: anyone can send one, and caches would keep it
+    return jsonify(openapi_document(settings_of().public_url.rstrip("/") or "/"))

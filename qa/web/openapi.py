@@ -17,8 +17,8 @@ _ERRORS = {
 }
 
 
-def openapi_document(server: str = "http://127.0.0.1:8000") -> dict:
-    """Build the document; `server` is the base URL the client reached."""
+def openapi_document(server: str = "/") -> dict:
+    """Build the document; `server` is the configured public URL, or "/" (relative)."""
     answer_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/AskResult"}}}
     return {
         "openapi": "3.0.3",
@@ -58,10 +58,16 @@ def openapi_document(server: str = "http://127.0.0.1:8000") -> dict:
                 "parameters": [
                     {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}},
                     {"name": "story", "in": "path", "required": True,
-                     "schema": {"type": "integer", "minimum": 1}}],
+                     "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "generation", "in": "query", "required": False,
+                     "description": "the generation the citing answer named (its citation url "
+                                    "carries it): the story as that generation has it, while "
+                                    "it is on disk; default the current one",
+                     "schema": {"type": "string", "pattern": "^gen-[0-9]{6,}$"}}],
                 "responses": {"200": {"description": "The story", "content": {
                     "application/json": {"schema": {"type": "object"}}}},
-                    "404": _error("No such story"), "503": _ERRORS["503"]}}},
+                    "404": _error("No such story, or that generation is gone"),
+                    "503": _ERRORS["503"]}}},
             "/api/admin/issues": {"post": {
                 "operationId": "uploadIssues", "summary": "Add issue files (editors)",
                 "security": [{"bearer": []}],

@@ -60,11 +60,19 @@ def index():
 
 @bp.get("/story/<path:file>/<int:story>")
 def story(file: str, story: int):
-    """A whole story with the cited paragraph marked (anchor #pN scrolls to it)."""
-    searcher = holder_of().searcher
-    if searcher is None:
-        abort(503, "索引尚未就绪")
-    passages = searcher.index.story(file, story)
+    """A whole story with the cited paragraph marked (anchor #pN scrolls to it); ?generation=
+    shows it as the generation that cited it, while that generation is on disk."""
+    holder = holder_of()
+    wanted = request.args.get("generation")
+    index = holder.index_at(wanted) if wanted else None
+    searcher = holder.searcher
+    if wanted and index is None:
+        abort(404, "引用这篇报道的索引版本已不在服务器上,请重新提问。")
+    if index is None:
+        if searcher is None:
+            abort(503, "索引尚未就绪")
+        index = searcher.index
+    passages = index.story(file, story)
     if not passages:
         abort(404, "没有这篇报道")
     cited = request.args.get("p", type=int)

@@ -1,55 +1,17 @@
-"""Sentence encoders: a protocol, the sentence-transformers implementation, a fast failure."""
+"""The sentence-transformers backend: any hub model name or local directory, fast failure."""
 
 from __future__ import annotations
 
 import os
 import socket
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlparse
 
 import numpy as np
 
+from . import EncoderUnavailable, prompts_for
+
 HUB_PROBE_TIMEOUT = 3.0  # seconds to decide the model hub is unreachable
-
-
-class EncoderUnavailable(RuntimeError):
-    """The configured sentence model cannot be loaded (not cached, no network, bad path)."""
-
-
-class Encoder(Protocol):
-    """What retrieval needs from a sentence model."""
-
-    name: str
-    dim: int
-
-    def encode_queries(self, texts: list[str]) -> np.ndarray:
-        """Unit-length float32 embeddings of questions."""
-        ...
-
-    def encode_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """Unit-length float32 embeddings of passages."""
-        ...
-
-
-# Model families were trained with their own prefixes; leaving them out costs retrieval quality.
-# (family marker in the model name, query prefix, passage prefix)
-PROMPTS: list[tuple[str, str, str]] = [
-    ("e5", "query: ", "passage: "),
-    ("bge-m3", "", ""),
-    ("bge-small-zh", "为这个句子生成表示以用于检索相关文章：", ""),
-    ("bge-base-zh", "为这个句子生成表示以用于检索相关文章：", ""),
-    ("bge-large-zh", "为这个句子生成表示以用于检索相关文章：", ""),
-]
-
-
-def prompts_for(model: str) -> tuple[str, str]:
-    """(query prefix, passage prefix) for a model name or directory."""
-    name = Path(model).name.lower() if os.sep in model else model.lower()
-    for marker, q, p in PROMPTS:
-        if marker in name:
-            return q, p
-    return "", ""
 
 
 def _offline() -> bool:
@@ -70,22 +32,32 @@ def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
 class SentenceTransformerEncoder:
     """A sentence-transformers model loaded by hub name or local directory."""
 
-    def __init__(self, model: str, batch_size: int = 32):
-        self.name = model
+    backend = "sentence-transformers"
+    quantisation = None  # full precision (float32 on CPU)
+
+    def __init__(self, model: str, batch_size: int = 32, threads: int = 0):
+        self.name = self.model_name = model
         self.batch_size = batch_size
         self.query_prefix, self.passage_prefix = prompts_for(model)
         local = Path(model).expanduser()
         looks_like_path = model.startswith((".", "/", "~")) or local.exists()
         if looks_like_path and not local.is_dir():
             raise EncoderUnavailable(f"model directory {model} does not exist")
+        import sentence_transformers
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        if threads > 0:
+            # torch's default is every core; with several workers that oversubscribes them
+            torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
+        self.version = sentence_transformers.__version__
         try:
             if looks_like_path:
-                self.model = SentenceTransformer(str(local), device="cpu")
+                self._st = SentenceTransformer(str(local), device="cpu")
             else:
                 try:  # the local cache first: instant when the model was downloaded before
-                    self.model = SentenceTransformer(model, device="cpu", local_files_only=True)
+                    self._st = SentenceTransformer(model, device="cpu", local_files_only=True)
                 except OSError:
                     if _offline():
                         raise EncoderUnavailable(
@@ -95,18 +67,23 @@ class SentenceTransformerEncoder:
                         raise EncoderUnavailable(
                             f"model {model} is not cached and the model hub is unreachable"
                         ) from None
-                    self.model = SentenceTransformer(model, device="cpu")
+                    self._st = SentenceTransformer(model, device="cpu")
         except EncoderUnavailable:
             raise
         except Exception as exc:  # corrupt directory, incompatible weights, ...
             raise EncoderUnavailable(f"model {model} could not be loaded: {exc}") from exc
         # sentence-transformers 6 renamed get_sentence_embedding_dimension
-        get_dim = (getattr(self.model, "get_embedding_dimension", None)
-                   or self.model.get_sentence_embedding_dimension)
+        get_dim = (getattr(self._st, "get_embedding_dimension", None)
+                   or self._st.get_sentence_embedding_dimension)
         self.dim = int(get_dim())
 
+    @property
+    def model(self) -> str:
+        """The model as given (hub name or directory)."""
+        return self.model_name
+
     def _encode(self, texts: list[str], prefix: str, progress: bool) -> np.ndarray:
-        vectors = self.model.encode(
+        vectors = self._st.encode(
             [prefix + t for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=progress)
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
@@ -118,8 +95,3 @@ class SentenceTransformerEncoder:
     def encode_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
         """Unit-length embeddings of passages, with the family's passage prefix."""
         return self._encode(texts, self.passage_prefix, progress)
-
-
-def load_encoder(model: str, batch_size: int = 32) -> Encoder:
-    """Load the configured model or raise EncoderUnavailable with one plain sentence."""
-    return SentenceTransformerEncoder(model, batch_size=batch_size)

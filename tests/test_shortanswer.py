@@ -1,0 +1,87 @@
+"""The short answer (qa/shortanswer.py) and question normalisation, on their own."""
+
+from __future__ import annotations
+
+import pytest
+
+from qa.shortanswer import asked, short_answer
+from qa.text import normalise_question
+
+
+def _short(question: str, passage: str, sentence: tuple[int, int] | None = None) -> str | None:
+    span = short_answer(question, passage, sentence)
+    return passage[span[0] : span[1]] if span else None
+
+
+@pytest.mark.parametrize(("question", "passage", "expected"), [
+    # a count answered by the measure word 名 (多少人 -> 名)
+    ("被抽调到重点工作专班的滨江干部有多少人?",
+     "今年以来,杭州高新区(滨江)抽调了261名干部到重点工作专班,推动项目落地。", "261名"),
+    ("玉环市有几个国家4A级旅游景区?", "目前,玉环市有国家4A级旅游景区3个,3A级景区8个。", "3个"),
+    # money, with its qualifier
+    ("首批鱼鲞和渔绳结卖了多少钱?", "第一批鱼鲞产品和渔绳结销售共计超12000元,村民很高兴。",
+     "超12000元"),
+    # a date of the asked kind
+    ("几内亚拥有自己的货币发行权是在什么时候?",
+     "几内亚于1958年10月2日独立,1958年1月7日拥有了自己的货币发行权。", "1958年1月7日"),
+    ("这张专辑获得了哪一年的格莱美奖?", "这张专辑获得了2010年的格莱美奖最佳专辑。", "2010年"),
+    # a person: between the title and the verb, and before a cue verb
+    ("介绍白鹤镇今年专题协商议事开展情况的统战委员是谁?", "白鹤镇统战委员范镇平介绍。", "范镇平"),
+    ("作专题授课的是谁?", "近日,浙江大学滨江研究院常务副院长尹建伟作专题授课。", "尹建伟"),
+    # an organisation at the end of an apposition
+    ("杭港科技大厦由哪家单位负责运营?",
+     "杭港科技大厦由上城区属国资运营平台——上城资本集团运营。", "上城资本集团"),
+    # a place after 在
+    ("党建创新项目大比武在哪里举行?", "党建创新项目大比武在杭州市萧山区临浦镇举行。",
+     "杭州市萧山区临浦镇"),
+    # a list, ended at its 等
+    ("杭州高新区组织干部赴哪些地方学习国企改革?",
+     "杭州高新区组织干部赴上海、深圳、苏州等地学习国企改革等先进经验做法。", "上海、深圳、苏州等"),
+    # a title in quotation marks: the marks are not part of the answer
+    ("湖滨街道成立了什么平台来锻炼干部?", "湖滨街道成立“滨锋干部成长营”,锻炼干部。", "滨锋干部成长营"),
+    # what + noun: the asked noun ends the answer
+    ("余杭区下一步将依托什么体系构建干部赋能提升体系?",
+     "下一步,余杭区将依托村社干部数字化管理体系,构建干部赋能提升体系。", "村社干部数字化管理体系"),
+    # a clause for a why question
+    ("那个科技创新项目最后为什么没谈成?", "小陈团队跟进了一个项目,但因企业融资等原因未能落地。",
+     "企业融资"),  # the eval drops a trailing 等 either way
+    # X的Y是什么: the predicate word anchors it
+    ("火斑笛鲷的俗名是什么?", "火斑笛鲷,又称金焰笛鲷,俗名赤笔仔,为辐鳍鱼纲的其中一个种。", "赤笔仔"),
+])
+def test_short_answer_by_kind(question: str, passage: str, expected: str) -> None:
+    assert _short(question, passage) == expected
+
+
+def test_the_asked_type_absent_gives_none() -> None:
+    passage = "杭州高新区(滨江)组织干部赴上海学习国企改革经验,干部们收获很大。"
+    assert short_answer("杭州高新区抽调了多少名干部?", passage) is None
+    assert short_answer("干部们哪一年去的上海?", passage) is None
+    assert short_answer("这是一个陈述句。", passage) is None  # no question word
+    assert short_answer("谁去了上海?", "") is None
+
+
+def test_the_best_sentence_is_searched_first() -> None:
+    passage = "去年全区有外资企业120家。今年以来,全区新引进外资企业35家。"
+    second = (passage.index("今年"), len(passage))
+    assert _short("今年新引进了多少家外资企业?", passage, second) == "35家"
+
+
+def test_offsets_are_into_the_passage_as_given() -> None:
+    passage = "第一批产品销售共计ＡＢ超12000元。"  # full-width letters: folding keeps lengths
+    start, end = short_answer("卖了多少钱?", passage)
+    assert passage[start:end] == "超12000元"
+
+
+def test_question_reading() -> None:
+    a = asked("余杭区下一步将依托什么体系,构建干部赋能提升体系?")
+    assert (a.kind, a.left, a.noun) == ("thing", "余杭区下一步将依托", "体系")
+    assert asked("勾践由谁饰演?").kind == "person"
+    assert asked("杭港科技大厦由哪家单位负责运营?").kind == "org"
+    assert asked("被抽调的干部有多少人?").units == ("人", "名", "位", "人次")  # 261名 answers it
+
+
+def test_normalise_question() -> None:
+    assert normalise_question("玉環市有幾個國家４Ａ級旅遊景區？") == "玉环市有几个国家4a级旅游景区?"
+    assert normalise_question("ChatGPT是什麼?") == "chatgpt是什么?"
+    simplified = "杭州高新区(滨江)抽调了多少名干部到重点工作专班?"
+    assert normalise_question(simplified) == simplified
