@@ -73,6 +73,10 @@ class AnswerType:
     time: str = "any"
 
 
+# Measure words that count the same thing: 多少人 is answered by 261名 as well as by 261人.
+SAME_UNIT = {"人": ("人", "名", "位", "人次"), "名": ("名", "人", "位"), "位": ("位", "名", "人")}
+
+
 def _counted_noun(question: str, end: int) -> tuple[str, ...]:
     phrase = _PHRASE_END.split(question[end:], maxsplit=1)[0]
     phrase = _LEADING_PARTICLES.sub("", phrase)[:COUNTED_CHARS]
@@ -84,7 +88,8 @@ def expected_answer(question: str) -> AnswerType | None:
     if m := _QUANTITY_Q.search(question):
         unit = m.group(1)
         if unit:
-            return AnswerType("quantity", ("元",) if unit == "钱" else (unit,),
+            units = ("元",) if unit == "钱" else SAME_UNIT.get(unit, (unit,))
+            return AnswerType("quantity", units,
                               _counted_noun(question, m.end()))
         for units, pattern in _ATTRIBUTE_Q:
             if pattern.search(question):

@@ -38,7 +38,16 @@ def answer_json(a: Answer) -> dict:
             "url": story_url(r["file"], r["story"], r["paragraph"]),
         },
         "retrievers": a.retrievers,
+        "short": short_json(a),
     }
+
+
+def short_json(a: Answer) -> dict | None:
+    """The short answer: its text and [start, end) offsets into the passage, or None."""
+    if a.short is None:
+        return None
+    start, end = a.short
+    return {"text": a.record["text"][start:end], "span": [start, end]}
 
 
 def result_json(result: Result) -> dict:

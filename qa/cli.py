@@ -243,8 +243,11 @@ def ask(settings: Settings, question: str, top_k: int | None, as_json: bool) -> 
 
         _echo_json(result_json(result))
         return
+    top = result.answers[0] if result.answers else None
     if not result.answerable:
         click.echo("没有把握的答案 (no confident answer). Closest passages:")
+    elif top is not None and top.short is not None:
+        click.echo(f"答案：{top.record['text'][top.short[0]:top.short[1]]}")
     for n, a in enumerate(result.answers, 1):
         click.echo(f"\n{n}. [{a.confidence:.2f}] {_citation(a.record)}")
         click.echo(f"   ▶ {a.highlight}")

@@ -13,12 +13,14 @@ from .encoders import Encoder, mismatch
 from .fusion import convex, coverage, order_within_groups, rrf
 from .index import Index, IndexMismatch
 from .lexical import Match
+from .shortanswer import short_answer
 from .text import (
     BIGRAM_PREFIX,
     char_ngrams,
     fold,
     jieba_words,
     mask_question_words,
+    normalise_question,
     question_focus,
     split_sentences,
 )
@@ -41,6 +43,7 @@ class Answer:
     highlight_span: tuple[int, int]
     terms: list[str]
     retrievers: dict[str, dict] = field(default_factory=dict)
+    short: tuple[int, int] | None = None  # the answer itself: offsets into record["text"]
 
     @property
     def passage_id(self) -> str:
@@ -149,7 +152,9 @@ class Searcher:
     def ask(self, question: str, top_k: int | None = None) -> Result:
         """Rank passages for a question; flag the result unanswerable when nothing is confident."""
         started = time.perf_counter()
-        question, top_k = self.validate(question, top_k)
+        typed, top_k = self.validate(question, top_k)
+        # traditional -> simplified, full width -> half, Latin case folded: the archive's form
+        question = normalise_question(typed)
         index, s = self.index, self.settings
         masked = mask_question_words(question)
         terms = index.tokenizer(masked)
@@ -193,10 +198,11 @@ class Searcher:
                 highlight=sentence, highlight_span=span,
                 terms=[w for w in marked if w in folded],
                 retrievers={name: {"rank": r, "score": round(float(scores[name][gid]), 4)}
-                            for name, r in ranks.items()}))
+                            for name, r in ranks.items()},
+                short=short_answer(question, record["text"], span)))
         answerable = (bool(answers) and answers[0].confidence >= s.min_confidence
                       and supports(expected_answer(question), answers[0].record["text"]))
-        return Result(question, answers, answerable, index.generation, self.mode,
+        return Result(typed, answers, answerable, index.generation, self.mode,
                       round((time.perf_counter() - started) * 1000, 2))
 
     def _focus_order(self, question: str, match: Match, ids: np.ndarray,

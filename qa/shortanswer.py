@@ -68,7 +68,6 @@ class Asked:
 
 
 # A count of people is written with 名 or 位 as often as 人 (多少人 -> 261名).
-_SAME_UNIT = {"人": ("人", "名", "位", "人次"), "名": ("名", "人", "位"), "位": ("位", "名", "人")}
 _NOUN_AFTER = re.compile(r"(?:的)?([^的了是呢吗\W][\u4e00-\u9fffA-Za-z]{0,3}?)"
                          r"(?=[的了是呢吗,，?？。!！]|$|[来去在被用让把将使])")
 
@@ -93,7 +92,7 @@ def asked(question: str) -> Asked | None:
     # typed from the question word's own neighbourhood: 几内亚…什么时候 is not a count
     exp = expected_answer(question[max(0, wh.start() - 8) :])
     if exp is not None and exp.kind == "quantity" and wh.group() in ("多少", "几"):
-        units = tuple(u for unit in exp.units for u in _SAME_UNIT.get(unit, (unit,)))
+        units = exp.units  # measure words that count the same thing included
         return Asked("quantity", left, right, noun, units, grams=grams)
     if exp is not None and exp.kind == "time":
         return Asked("time", left, right, noun, time=exp.time, grams=grams)

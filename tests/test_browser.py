@@ -56,6 +56,10 @@ def test_reader_asks_and_follows_the_citation(live_server):
         first = page.locator("li.answer").first
         assert q["answer"] in first.locator("p.passage").inner_text().replace(" ", "")
         assert first.locator("mark.best").count() == 1
+        # the answer itself first and large, and bold inside its passage
+        assert page.locator(".short-answer").inner_text() == f"答案：{q['short']}"
+        assert first.locator("strong.short").inner_text() == q["short"]
+        assert page.locator(".short-answer").bounding_box()["y"] < first.bounding_box()["y"]
         assert q["title"] in first.locator("a.story-link").inner_text()
         page.screenshot(path=str(ARTIFACTS / "result-page.png"), full_page=True)
         first.locator("a.story-link").click()

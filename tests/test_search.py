@@ -89,6 +89,7 @@ Q = AnswerType
     ("全村常住人口有多少?", Q("quantity", ("人", "名", "万", "亿", "余", "多"))),
     ("年产值预计能增加多少?", Q("quantity", MONEY)),
     ("办结率达到多少?", Q("quantity")),
+    ("滨江干部有多少人?", Q("quantity", ("人", "名", "位", "人次"))),  # 261名 answers 多少人
     ("什么时候开班?", Q("time")),
     ("晚上几点闭馆?", Q("time", time="clock")),
     ("每年几月产生?", Q("time", time="date")),
@@ -107,6 +108,7 @@ def test_answer_type_support():
     assert supports(Q("quantity", ("册",)), "发放宣传资料26000余册")
     assert not supports(Q("quantity", ("份",)), "发放宣传资料26000余册")
     assert supports(Q("quantity"), "共计三千")
+    assert supports(expected_answer("被抽调到重点工作专班的滨江干部有多少人?"), "抽调了261名干部")
     assert supports(Q("quantity", MONEY), "年产值将增加5000万元")
     assert supports(Q("quantity", MONEY), "定价为12港元")
     assert supports(Q("quantity", MONEY), "全程收费$4.9")

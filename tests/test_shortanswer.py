@@ -85,3 +85,46 @@ def test_normalise_question() -> None:
     assert normalise_question("ChatGPT是什麼?") == "chatgpt是什么?"
     simplified = "杭州高新区(滨江)抽调了多少名干部到重点工作专班?"
     assert normalise_question(simplified) == simplified
+
+
+# ------------------------------------------------------------------ wired into search, API, page, CLI
+
+def test_every_answer_carries_its_short_answer_in_the_api(client):
+    r = client.post("/api/ask", json={"question": "图书馆的古籍修复体验课每期限报多少人?", "top_k": 2})
+    top = r.json["answers"][0]
+    assert top["short"] == {"text": "20人", "span": [top["text"].index("20人"),
+                                                     top["text"].index("20人") + 3]}
+    assert all("short" in a for a in r.json["answers"])  # null where no answer of the kind
+
+
+def test_a_traditional_question_is_answered_like_a_simplified_one(client):
+    simplified = client.get("/api/ask", query_string={"q": "稻鱼米每斤卖多少钱?"}).json
+    traditional = client.get("/api/ask", query_string={"q": "稻魚米每斤賣多少錢?"}).json
+    assert traditional["question"] == "稻魚米每斤賣多少錢?"  # shown as typed
+    assert traditional["answerable"] == simplified["answerable"]
+    assert [a["id"] for a in traditional["answers"]] == [a["id"] for a in simplified["answers"]]
+    assert traditional["answers"][0]["short"]["text"] == "12元"
+
+
+def test_the_page_shows_the_answer_first_and_bold_in_its_passage(client):
+    html = client.get("/", query_string={"q": "老街引入了哪些非遗工坊?"}).get_data(as_text=True)
+    assert '<span class="label">答案：</span><strong>竹编、米酒等</strong>' in html
+    assert '<strong class="short">竹编、米酒等</strong>' in html
+    assert html.index("答案：") < html.index('class="passage"')
+
+
+def test_latin_terms_are_marked_whatever_their_case():
+    from qa.web.ui import highlight_html
+
+    html = str(highlight_html("有国家4A级旅游景区3个。", (0, 12), ["4a", "景区"], (10, 12)))
+    assert html == ('<mark class="best">有国家<b>4A</b>级旅游<b>景区</b>'
+                    '<strong class="short">3个</strong></mark>。')
+
+
+def test_qa_ask_prints_the_short_answer_first(runner, built, settings):
+    from qa.cli import cli
+
+    r = runner.invoke(cli, ["ask", "稻鱼米每斤卖多少钱?", "--top-k", "1"],
+                      env={"QA_INDEX_DIR": settings.index_dir, "QA_MODEL": "none"})
+    assert r.exit_code == 0, r.output
+    assert [x for x in r.output.splitlines() if not x.startswith("note:")][0] == "答案：12元"

@@ -119,7 +119,17 @@ def openapi_document(server: str = "/") -> dict:
                                        "BM25 order within a story)",
                         "additionalProperties": {
                             "type": "object", "properties": {"rank": {"type": "integer"},
-                                                             "score": {"type": "number"}}}}}},
+                                                             "score": {"type": "number"}}}},
+                    "short": {
+                        "type": "object", "nullable": True,
+                        "description": "the answer itself, as short as it can be said (a "
+                                       "number with its unit, a date, a name, a title, a "
+                                       "list, a clause), found by rules in this passage; "
+                                       "span is [start, end) in characters of text; null "
+                                       "when the passage holds no answer of the asked kind",
+                        "properties": {"text": {"type": "string"},
+                                       "span": {"type": "array", "items": {"type": "integer"},
+                                                "minItems": 2, "maxItems": 2}}}}},
                 "AskResult": {"type": "object", "properties": {
                     "question": {"type": "string"}, "answerable": {"type": "boolean"},
                     "answers": {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}},

@@ -14,12 +14,16 @@ from . import holder_of, settings_of
 bp = Blueprint("ui", __name__)
 
 
-def highlight_html(text: str, span: tuple[int, int] | None, terms: list[str]) -> Markup:
-    """Escape text, wrap the best sentence in <mark class=best> and question terms in <b>."""
+def highlight_html(text: str, span: tuple[int, int] | None, terms: list[str],
+                   short: tuple[int, int] | None = None) -> Markup:
+    """Escape text; wrap the best sentence in <mark class=best>, the short answer in
+    <strong class=short> and question terms in <b> (Latin case-insensitively: 4a marks 4A)."""
+    pattern = (re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)),
+                          re.IGNORECASE) if terms else None)
+
     def marked(part: str) -> Markup:
-        if not terms:
+        if pattern is None:
             return escape(part)
-        pattern = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)))
         out, pos = [], 0
         for m in pattern.finditer(part):
             out += [escape(part[pos:m.start()]), Markup("<b>"), escape(m.group()), Markup("</b>")]
@@ -27,11 +31,19 @@ def highlight_html(text: str, span: tuple[int, int] | None, terms: list[str]) ->
         out.append(escape(part[pos:]))
         return Markup("").join(out)
 
-    if not span or span[0] >= span[1]:
-        return marked(text)
+    def bolded(x: int, y: int) -> Markup:  # text[x:y], the part inside the short answer bold
+        a, b = (max(x, short[0]), min(y, short[1])) if short else (y, y)
+        if a >= b:
+            return marked(text[x:y])
+        return (marked(text[x:a]) + Markup('<strong class="short">') + marked(text[a:b])
+                + Markup("</strong>") + marked(text[b:y]))
+
+    if not span or not 0 <= span[0] < span[1] <= len(text):
+        return bolded(0, len(text))
     a, b = span
-    return (marked(text[:a]) + Markup('<mark class="best">') + marked(text[a:b])
-            + Markup("</mark>") + marked(text[b:]))
+    out = [bolded(0, a), Markup('<mark class="best">'), bolded(a, b), Markup("</mark>"),
+           bolded(b, len(text))]
+    return Markup("").join(out)
 
 
 @bp.get("/")
