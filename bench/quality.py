@@ -1,7 +1,7 @@
 """Answer quality on every question set we have: lexical, dense and hybrid side by side.
 
-    python bench/quality.py                 # dev, team, reworded, CMRC 2018 with the default model
-    python bench/quality.py --model none    # lexical only (about 30 s)
+    python bench/quality.py                 # every set below with the default model
+    python bench/quality.py --model none    # lexical only (about 40 s)
     python bench/quality.py --sets dev,team --json
 
 Builds throwaway indexes of the seeds and of ../shared/ext/cmrc2018 in a temporary directory and
@@ -10,8 +10,14 @@ only, dense only (the sentence model's ranking alone) and hybrid (what the servi
 dev.jsonl is what thresholds were set on; bench/questions/seeds-team.jsonl was written by the team
 on other paragraphs of the seeds, each batch before it was first scored; seeds-reworded.jsonl
 (ids r…) was written the way readers reword questions before the model first scored it; CMRC
-2018 is encyclopaedia text, a check that nothing is news-specific. Passage vectors are cached in
-bench/work/vectors/ (keyed by model and text), so only the first run with a model embeds.
+2018 is encyclopaedia text, a check that nothing is news-specific. seeds-reworded2 (ids a…) and
+seeds-nearmiss (ids n…, all unanswerable: one detail of a real fact changed) were written before
+the answerability model was first scored, and are never fitted on. cmrc-val is the validation
+split of `python -m qa.fit` (CMRC questions it never fitted on); `--cmrc-all` scores all of CMRC.
+After the table: the reliability of `confidence` on the validation split (CMRC, dev and team
+questions the model was not fitted on): predicted probability against observed share of top
+passages that hold the answer, by decile. Passage vectors are cached in bench/work/vectors/
+(keyed by model and text), so only the first run with a model embeds.
 """
 
 from __future__ import annotations
@@ -31,12 +37,16 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 CMRC = SHARED / "ext" / "cmrc2018"
+QUESTIONS = BENCH / "questions"
 SETS = [  # name, issue files, question file
     ("dev", ROOT / "seeds", SHARED / "eval" / "dev.jsonl"),
-    ("team", ROOT / "seeds", BENCH / "questions" / "seeds-team.jsonl"),
-    ("reworded", ROOT / "seeds", BENCH / "questions" / "seeds-reworded.jsonl"),
-    ("cmrc", CMRC / "issues", CMRC / "questions.jsonl"),
+    ("team", ROOT / "seeds", QUESTIONS / "seeds-team.jsonl"),
+    ("reworded", ROOT / "seeds", QUESTIONS / "seeds-reworded.jsonl"),
+    ("reworded2", ROOT / "seeds", QUESTIONS / "seeds-reworded2.jsonl"),
+    ("nearmiss", ROOT / "seeds", QUESTIONS / "seeds-nearmiss.jsonl"),
+    ("cmrc-val", CMRC / "issues", CMRC / "questions.jsonl"),
 ]
+FITTED_ON = ("dev", "team", "cmrc-val")  # sets whose questions qa.fit split into train / val
 MODES = ("lexical", "dense", "hybrid")
 CACHE = BENCH / "work" / "vectors"
 
@@ -91,12 +101,14 @@ class CachedEncoder:
 
 
 def measure(work: Path, model: str = "default", sets: list[str] | None = None,
-            modes: tuple[str, ...] = MODES, settings_overrides: dict | None = None) -> dict:
+            modes: tuple[str, ...] = MODES, settings_overrides: dict | None = None,
+            cmrc_all: bool = False) -> dict:
     """Build each archive once, score each question set each way; {set: {mode: report}}."""
     from qa.build import build
     from qa.config import Settings
     from qa.encoders import load_encoder
     from qa.evaluate import evaluate, load_questions
+    from qa.fit import split_of
     from qa.index import Index
     from qa.search import Searcher
 
@@ -124,6 +136,8 @@ def measure(work: Path, model: str = "default", sets: list[str] | None = None,
             indexes[issues] = Index.load(settings.index_dir)
             print(f"built {issues.name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         qs = load_questions(questions)
+        if name == "cmrc-val" and not cmrc_all:
+            qs = [q for q in qs if split_of(q["id"]) == "val"]
         out[name] = {}
         for mode in modes:
             searcher = Searcher(indexes[issues], None if mode == "lexical" else encoder,
@@ -137,12 +151,14 @@ def measure(work: Path, model: str = "default", sets: list[str] | None = None,
 def _cell(report: dict, key: str) -> str:
     if key == "n":
         return str(report["n"])
+    if not report["n"] and key not in ("refused",):
+        return "-"
     if key == "paraphrase":
         t = report["by_type"].get("paraphrase")
         return f"{t['recall@1']:.3f}" if t else "-"
     if key == "refused":
         u = report["unanswerable"]
-        return f"{u['refused']:.3f} of {u['n']}" if u["n"] else "-"
+        return f"{u['refused']:.3f}/{u['n']}" if u["n"] else "-"
     if key == "false_refusal":
         return f"{report['false_refusal']:.4f}"
     return f"{report[key]:.3f}"
@@ -163,6 +179,25 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def reliability_table(results: dict, mode: str) -> str:
+    """Predicted against observed on the validation split of the fitted sets, by decile."""
+    from qa.fit import reliability, split_of
+
+    rows = [c for s in FITTED_ON if s in results and mode in results[s]
+            for c in results[s][mode]["calibration"]
+            if s == "cmrc-val" or split_of(c["id"]) == "val"]
+    if not rows:
+        return ""
+    p = np.asarray([c["p"] for c in rows])
+    y = np.asarray([c["hit"] for c in rows], dtype=float)
+    lines = [f"reliability ({mode}): validation questions of {', '.join(FITTED_ON)} "
+             f"({len(rows)}); observed = top passage holds the answer",
+             f"{'predicted':>12}{'n':>7}{'mean p':>9}{'observed':>10}"]
+    for r in reliability(p, y):
+        lines.append(f"{r['bin']:>12}{r['n']:>7}{r['predicted']:>9.3f}{r['observed']:>10.3f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -171,11 +206,35 @@ def main() -> None:
     parser.add_argument("--sets", default="", help="comma-separated subset of "
                         + ",".join(s[0] for s in SETS))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--cmrc-all", action="store_true",
+                        help="score all of CMRC, not only the validation split")
     args = parser.parse_args()
     sets = [s for s in args.sets.split(",") if s] or None
     with tempfile.TemporaryDirectory(prefix="qa-quality-") as work:
-        results = measure(Path(work), args.model, sets)
-    print(json.dumps(results, ensure_ascii=False, indent=1) if args.json else table(results))
+        results = measure(Path(work), args.model, sets, cmrc_all=args.cmrc_all)
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=1))
+        return
+    print(table(results))
+    for mode in MODES:
+        text = reliability_table(results, mode)
+        if text:
+            print("\n" + text)
+    print("\n" + fitted_reliability())
+
+
+def fitted_reliability() -> str:
+    """The table `python -m qa.fit` measured on its validation split, near-misses included."""
+    from qa.answerability import load_model
+
+    model = load_model()
+    v = json.loads(Path(model.path).read_text(encoding="utf-8"))["validation"]
+    lines = [f"reliability (qa.fit validation: {v['n']} top passages of held-out questions and "
+             f"their generated near-misses; log loss {v['log_loss']}, Brier {v['brier']})",
+             f"{'predicted':>12}{'n':>7}{'mean p':>9}{'observed':>10}"]
+    for r in v["reliability"]:
+        lines.append(f"{r['bin']:>12}{r['n']:>7}{r['predicted']:>9.3f}{r['observed']:>10.3f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

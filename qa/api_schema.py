@@ -30,6 +30,10 @@ def answer_json(a: Answer) -> dict:
         "citation": {
             "issue": r["file"].rsplit(".", 1)[0],
             "file": r["file"],
+            # the editor's metadata; None where none was given (never guessed from the text)
+            "paper": r.get("paper"),
+            "date": r.get("date"),
+            "edition": r.get("edition"),
             "title": r["title"],
             "byline": r["byline"],
             "story": r["story"],
@@ -40,6 +44,13 @@ def answer_json(a: Answer) -> dict:
         "retrievers": a.retrievers,
         "short": short_json(a),
     }
+
+
+def issue_json(file: str, meta: dict) -> dict:
+    """One `/api/issues` item from a manifest's issue entry: what the archive holds of it."""
+    return {"file": file, "issue": file.rsplit(".", 1)[0], "sha256": meta["sha256"],
+            "paper": meta.get("paper"), "date": meta.get("date"), "edition": meta.get("edition"),
+            "stories": meta["stories"], "passages": meta["passages"]}
 
 
 def short_json(a: Answer) -> dict | None:

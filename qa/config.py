@@ -40,7 +40,10 @@ class Settings:
     candidates: int = _f(50, "hits taken from each retriever before fusion")
     focus_weight: float = _f(2.0, "extra weight of the words beside the question word when "
                              "ordering the paragraphs of one story; 0 turns it off")
-    min_confidence: float = _f(0.15, "answers below this confidence are 'no confident answer'")
+    min_confidence: float = _f(0.519, "the probability (confidence) the best passage needs "
+                               "for an answer; below it: 'no confident answer'. The default "
+                               "is the threshold `python -m qa.fit` chose on validation (at "
+                               "most 3 % of answerable questions refused)")
     default_top_k: int = _f(5, "answers returned when top_k is not given")
     max_top_k: int = _f(50, "largest top_k accepted")
     max_question_chars: int = _f(500, "longest question accepted (characters)")
@@ -65,13 +68,18 @@ class Settings:
     workers: int = _f(2, "gunicorn worker processes for `qa serve`")
     worker_connections: int = _f(1000, "connections one worker holds at once (gevent); more "
                                  "wait in the listen queue")
+    max_client_connections: int = _f(32, "connections one client address may hold open at "
+                                      "once per worker (trusted proxies exempt); 0: no cap")
+    request_timeout: float = _f(120.0, "seconds one request may take in all, body and answer "
+                                "included (a client trickling its body is cut off); 0: no limit")
     client_timeout: int = _f(10, "seconds a client may take to send its request headers, or stay "
                              "silent while sending a body or reading the answer, before the "
                              "connection is dropped")
     worker_timeout: int = _f(60, "seconds a worker may stop answering its master before it is "
                              "restarted")
-    public_url: str = _f("", "the service's public base URL, given as the server in "
-                         "/openapi.json; empty: relative ('/')")
+    public_url: str = _f("", "the service's public base URL (https://host[/prefix]): the server "
+                         "in /openapi.json and the base of every citation and story url (API "
+                         "and MCP); empty: relative ('/')")
     generation_cache: int = _f(2, "older generations a worker keeps loaded to serve story look-ups "
                                "that name them")
     debug: bool = _f(False, "Flask debug mode (refused by `qa serve`)")

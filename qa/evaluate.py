@@ -66,16 +66,23 @@ def _metrics(ranks: list[int | None]) -> dict:
 
 
 def evaluate(searcher: Searcher, questions: list[dict]) -> dict:
-    """Recall@1/5/10 and MRR@10 (overall and per type), refusals, and the misses."""
+    """Recall@1/5/10 and MRR@10 (overall and per type), refusals, the misses, and each
+    question's top confidence beside whether that passage holds the answer (calibration)."""
     ranks: list[int | None] = []
     by_type: dict[str, list[int | None]] = defaultdict(list)
     unanswerable = refused = false_refusals = 0
     misses = []
     latencies = []
+    # per question: the top passage's probability and whether it holds the answer (reliability)
+    calibration: list[dict] = []
     for q in questions:
         result = searcher.ask(q["question"], top_k=10)
         latencies.append(result.took_ms)
         top = result.answers[0].record if result.answers else None
+        calibration.append({
+            "id": q["id"], "answerable": q.get("answer") is not None,
+            "p": result.answers[0].confidence if result.answers else 0.0,
+            "hit": q.get("answer") is not None and hit_rank(q, result, k=1) == 1})
         if q.get("answer") is None:
             unanswerable += 1
             refused += not result.answerable
@@ -104,6 +111,7 @@ def evaluate(searcher: Searcher, questions: list[dict]) -> dict:
     latencies.sort()
     report["query_ms_p50"] = latencies[len(latencies) // 2] if latencies else 0.0
     report["misses"] = misses
+    report["calibration"] = calibration
     return report
 
 

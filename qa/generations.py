@@ -7,6 +7,9 @@ come from a high-water mark that only grows, so a name is never reused even afte
 deleted. Writers hold a lock on the index directory itself (not on a file that can be deleted)
 and, before they write, refuse an archive whose CURRENT is lost or broken instead of reading it
 as empty: `qa recover` points CURRENT at the newest generation that verifies.
+
+Every published issue's file is kept in sources/<sha256>.txt, written and fsynced before the
+manifest that names it, and removed only when no manifest on disk names it any more.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import numpy as np
 
 from . import __version__
 from .errors import IndexCorrupt, IndexLocked, IndexLost, IndexMismatch, IndexMissing
-from .segment import check_segments, fault, write_atomic
+from .segment import check_segments, fault, sha256_file, write_atomic
 
 FORMAT = 3  # 2: memory-mapped lexical arrays with 64-bit term keys; 3: + sealed manifests
 HIGH_WATER = "LAST_GENERATION"  # the highest generation number ever handed out
+SOURCES = "sources"  # every published issue file, byte for byte, named by its sha256
 
 
 def library_versions() -> dict[str, str]:
@@ -174,6 +178,57 @@ def new_manifest(root: Path, *, tokenizer: str, model: str | None, dim: int | No
     })
 
 
+# ---------------------------------------------------------------- the source archive
+
+def source_name(sha256: str) -> str:
+    """Where an issue's source is kept, relative to the index directory."""
+    return f"{SOURCES}/{sha256}.txt"
+
+
+def write_source(root: Path, sha256: str, data: bytes) -> str:
+    """Keep an issue file's bytes (under the writer lock, before the manifest that names them
+    is written): written atomically and fsynced; one copy per content. Returns its name."""
+    name = source_name(sha256)
+    path = root / name
+    if path.is_file() and path.stat().st_size == len(data):
+        return name  # content-addressed: the same bytes are already kept
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fault("source-write")
+    write_atomic(path, data)
+    return name
+
+
+def check_sources(root: Path, manifest: dict, check_sha: bool = True) -> list[str]:
+    """What is wrong with the kept sources of a generation's issues (empty when all is well)."""
+    problems = []
+    for file, entry in sorted(manifest["issues"].items()):
+        name = entry.get("source")
+        if not name:
+            problems.append(f"{file}: no source kept (added before sources were kept; `qa add` "
+                            "its file again to keep it)")
+            continue
+        path = root / name
+        if not path.is_file():
+            problems.append(f"{file}: its source {name} is missing")
+        elif check_sha and sha256_file(path) != entry["sha256"]:
+            problems.append(f"{file}: its source {name} does not match its checksum")
+    return problems
+
+
+def _drop_orphan_sources(root: Path) -> None:
+    # A source stays while any generation on disk names it: `qa recover` may go back to one.
+    live: set[str] = set()
+    for name in generation_names(root):
+        try:
+            m = json.loads((root / "generations" / f"{name}.json").read_text("utf-8"))
+            live.update(i["source"] for i in m["issues"].values() if i.get("source"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return  # an unreadable manifest may name any source: delete nothing
+    for path in (root / SOURCES).glob("*.txt"):
+        if f"{SOURCES}/{path.name}" not in live:
+            path.unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------- the writer
 
 @contextmanager
@@ -235,7 +290,7 @@ def clean_leftovers(root: Path) -> None:
     """Under the lock: drop what killed or failed writers left (temps, unpublished files)."""
     for tmp in (root / "segments").glob(".tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
-    for pattern in (".*.tmp", "generations/.*.tmp"):
+    for pattern in (".*.tmp", "generations/.*.tmp", f"{SOURCES}/.*.tmp"):
         for tmp in root.glob(pattern):
             tmp.unlink(missing_ok=True)
     current = current_generation(root)
@@ -244,6 +299,7 @@ def clean_leftovers(root: Path) -> None:
             if name > current:
                 (root / "generations" / f"{name}.json").unlink(missing_ok=True)
     _drop_orphan_segments(root)
+    _drop_orphan_sources(root)
 
 
 def _drop_orphan_segments(root: Path) -> None:
@@ -297,6 +353,7 @@ def collect_garbage(root: Path, keep: int) -> None:
         if name not in kept:
             (root / "generations" / f"{name}.json").unlink(missing_ok=True)
     _drop_orphan_segments(root)
+    _drop_orphan_sources(root)
 
 
 def recover(root: Path, timeout: float = 0.0) -> tuple[str | None, str, dict[str, str]]:

@@ -9,6 +9,7 @@ Layout of an index directory (QA_INDEX_DIR)::
                                  checksums, and a checksum of itself
     segments/seg-<hex>/          passages.jsonl, offsets.npy, stories.json, lexical.*,
                                  vectors.npy + dense.faiss when the index has a sentence model
+    sources/<sha256>.txt         every published issue file, byte for byte (`qa reindex`)
 
 Segments never change once written. A build writes one segment; an add writes one segment for
 its new issues and, when an issue is replaced, a filtered copy of the segment that held it. A
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import faiss
 import numpy as np
 
 from .errors import (
@@ -45,11 +48,15 @@ from .lexical import BM25
 from .segment import Segment, load_segment
 from .text import get_tokenizer
 
+if TYPE_CHECKING:
+    from .filters import Filters
+
 __all__ = ["FORMAT", "Index", "IndexCorrupt", "IndexError_", "IndexLocked", "IndexLost",
            "IndexMismatch", "IndexMissing", "IndexWriteFailed", "collect_garbage",
            "current_generation", "new_manifest", "publish", "read_manifest", "writer_lock"]
 
 VERIFY_ALL_BYTES = 256 * 1024 * 1024  # below this total, load() checks every file's sha256
+MASK_CACHE = 32  # filter masks an Index keeps (one bool per passage each)
 
 @dataclass
 class Index:
@@ -70,6 +77,7 @@ class Index:
         starts = [int(base) + st["start"] for seg, base in zip(self.segments, self.offsets[:-1],
                                                               strict=True) for st in seg.stories]
         self._story_starts = np.asarray(starts, dtype=np.int64)
+        self._masks: dict[Filters, np.ndarray] = {}
 
     @classmethod
     def load(cls, root: str | Path, generation: str | None = None,
@@ -129,13 +137,47 @@ class Index:
         return np.searchsorted(self._story_starts, np.asarray(gids, dtype=np.int64),
                                side="right") - 1
 
-    def dense_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (global ids, cosine scores) over every segment's vectors."""
+    def issue_meta(self, file: str) -> dict:
+        """An issue's metadata from the manifest: paper, date, edition (None where not given)."""
+        entry = self.manifest["issues"].get(file) or {}
+        return {k: entry.get(k) for k in ("paper", "date", "edition")}
+
+    def passage_mask(self, filters: Filters | None) -> np.ndarray | None:
+        """Which passages meet the filters (one bool per global id); None when no filter.
+
+        Decided per issue from the manifest, so the cost is one pass over the stories of the
+        issues that match, and a mask is cached per filter."""
+        if not filters:
+            return None
+        if filters in self._masks:
+            return self._masks[filters]
+        files = {f for f, entry in self.manifest["issues"].items() if filters.matches(entry)}
+        mask = np.zeros(self.n_passages, dtype=bool)
+        for seg, base in zip(self.segments, self.offsets[:-1], strict=True):
+            for st in seg.stories:
+                if st["file"] in files:
+                    start = int(base) + st["start"]
+                    mask[start:start + st["count"]] = True
+        if len(self._masks) >= MASK_CACHE:
+            self._masks.pop(next(iter(self._masks)))
+        self._masks[filters] = mask
+        return mask
+
+    def dense_search(self, query: np.ndarray, k: int,
+                     mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (global ids, cosine scores) over every segment's vectors; with a mask (from
+        passage_mask), only among the passages it allows."""
         ids, scores = [], []
         for seg, base in zip(self.segments, self.offsets[:-1], strict=True):
             if seg.dense is None or seg.n == 0:
                 continue
-            i, s = seg.dense.search(query, min(k, seg.n))
+            if mask is not None:
+                allowed = np.flatnonzero(mask[int(base):int(base) + seg.n]).astype(np.int64)
+                if allowed.size == 0:
+                    continue
+                i, s = _search_among(seg.dense.index, query, min(k, allowed.size), allowed)
+            else:
+                i, s = seg.dense.search(query, min(k, seg.n))
             ids.append(i + base)
             scores.append(s)
         if not ids:
@@ -143,3 +185,16 @@ class Index:
         all_ids, all_scores = np.concatenate(ids), np.concatenate(scores)
         order = np.lexsort((all_ids, -all_scores))[:k]
         return all_ids[order], all_scores[order]
+
+
+def _search_among(index: faiss.Index, query: np.ndarray, k: int,
+                  allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # FAISS skips ids outside the selector while it searches (exact and HNSW alike), so a
+    # narrow filter still gets its k best instead of what survives of an unfiltered top k.
+    selector = faiss.IDSelectorBatch(allowed)
+    params = (faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+              if isinstance(index, faiss.IndexHNSW) else faiss.SearchParameters(sel=selector))
+    scores, ids = index.search(np.ascontiguousarray(query.reshape(1, -1), np.float32), k,
+                               params=params)
+    keep = ids[0] >= 0
+    return ids[0][keep].astype(np.int64), scores[0][keep]

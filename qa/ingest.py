@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
+from datetime import date as _date
 from pathlib import Path
 
 from .repair import Piece, repair, sort_interleaved
@@ -13,10 +16,24 @@ from .text import CJK, cjk_count, repair_spacing
 # Documented chunking limits (see README "Ingest").
 MAX_HEADLINE_CHARS = 32  # an unmarked headline is a short line
 MAX_FILE_BYTES = 20 * 1024 * 1024
+# Issue metadata an editor gives (报名, 日期, 版次): bounded, so a citation line stays a line.
+MAX_PAPER_CHARS = 40
+MAX_EDITION_CHARS = 20
+META_FIELDS = ("paper", "date", "edition")
+SIDECAR_SUFFIX = ".meta.json"  # 005.txt's metadata may sit beside it in 005.txt.meta.json
 
 
 class IngestError(ValueError):
     """An issue file that cannot be ingested; the message names the file."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason  # without the name: a report that already names the file uses this
+
+
+class MetaError(ValueError):
+    """Issue metadata that is not acceptable (a bad date, an over-long paper name)."""
 
 
 @dataclass
@@ -49,6 +66,15 @@ class Issue:
     sha256: str
     encoding: str
     stories: list[Story]
+    paper: str | None = None  # 报名, given by the editor (never guessed from the text)
+    date: str | None = None  # YYYY-MM-DD
+    edition: str | None = None  # 版次 / page, as the editor writes it ("A3", "第3版")
+    raw: bytes = field(default=b"", repr=False)  # the file's bytes, kept in the source archive
+
+    @property
+    def meta(self) -> dict[str, str | None]:
+        """The editor's metadata: paper, date, edition (None where not given)."""
+        return {"paper": self.paper, "date": self.date, "edition": self.edition}
 
     def to_json(self) -> dict:
         """The `qa parse --json` shape."""
@@ -56,6 +82,7 @@ class Issue:
             "file": self.file,
             "sha256": self.sha256,
             "encoding": self.encoding,
+            **self.meta,
             "stories": [
                 {k: v for k, v in asdict(s).items() if k not in ("level", "line")}
                 | {"passages": [{"paragraph": p.paragraph, "text": p.text, "lines": list(p.lines)}
@@ -67,28 +94,109 @@ class Issue:
 
 # ---------------------------------------------------------------- decoding
 
-def decode_issue(data: bytes, name: str) -> tuple[str, str]:
-    """Decode UTF-8 (with or without BOM) or GB18030; reject empty, binary or undecodable data."""
-    if len(data) > MAX_FILE_BYTES:
-        raise IngestError(f"{name}: file is {len(data)} bytes, over the {MAX_FILE_BYTES} limit")
-    if not data.strip():
-        raise IngestError(f"{name}: file is empty")
-    if b"\x00" in data:
-        raise IngestError(f"{name}: looks binary (NUL bytes), not a text issue file")
-    encoding = "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
+def _utf16(data: bytes) -> str | None:
+    # A BOM says UTF-16; text that decodes into unassigned or private code points was not
+    # UTF-16 after all (random bytes can start with FF FE), so the other decoders get it.
     try:
-        text = data.decode(encoding)
+        text = data.decode("utf-16")
     except UnicodeDecodeError:
+        return None
+    odd = sum(1 for ch in text if ch != "\ufeff" and unicodedata.category(ch) in ("Cn", "Co",
+                                                                                 "Cs", "Cf"))
+    return text.lstrip("\ufeff") if odd <= len(text) // 100 else None
+
+
+def decode_issue(data: bytes, name: str) -> tuple[str, str]:
+    """Decode UTF-8 (with or without BOM), UTF-16 with a BOM, or GB18030; reject empty, binary
+    or undecodable data."""
+    if len(data) > MAX_FILE_BYTES:
+        raise IngestError(name, f"file is {len(data)} bytes, over the {MAX_FILE_BYTES} limit")
+    if not data.strip():
+        raise IngestError(name, "file is empty")
+    text: str | None = None
+    encoding = ""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = _utf16(data)
+        encoding = "utf-16-le" if data.startswith(b"\xff\xfe") else "utf-16-be"
+    if text is None:
+        if b"\x00" in data:
+            raise IngestError(name, "looks binary (NUL bytes), not a text issue file; if it is "
+                                    "UTF-16 text, save it with a byte-order mark or as UTF-8")
+        encoding = "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
         try:
-            text, encoding = data.decode("gb18030"), "gb18030"
+            text = data.decode(encoding)
         except UnicodeDecodeError:
-            raise IngestError(f"{name}: not valid UTF-8 or GB18030 text") from None
+            try:
+                text, encoding = data.decode("gb18030"), "gb18030"
+            except UnicodeDecodeError:
+                raise IngestError(
+                    name, "not valid UTF-8 or GB18030 text (nor UTF-16 with a byte-order mark); "
+                          f"save it as UTF-8, e.g. `iconv -f BIG5 -t UTF-8 {name} > "
+                          f"utf8-{name}` for Big5") from None
     controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\r\n\t\f")
     if controls > max(8, len(text) // 100):
-        raise IngestError(f"{name}: looks binary ({controls} control characters), not text")
+        raise IngestError(name, f"looks binary ({controls} control characters), not text")
     if cjk_count(text) == 0:
-        raise IngestError(f"{name}: contains no Chinese text")
+        raise IngestError(name, "contains no Chinese text")
     return text, encoding
+
+
+# ---------------------------------------------------------------- issue metadata
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def clean_meta(paper: object = None, date: object = None, edition: object = None) -> dict:
+    """Checked metadata: stripped strings or None; MetaError says what is wrong."""
+    out: dict[str, str | None] = {}
+    for key, value, limit in (("paper", paper, MAX_PAPER_CHARS), ("date", date, 10),
+                              ("edition", edition, MAX_EDITION_CHARS)):
+        if value is None:
+            out[key] = None
+            continue
+        if not isinstance(value, str):
+            raise MetaError(f"{key} must be a string")
+        value = " ".join(value.split())  # one line: newlines or tabs would break a citation
+        if any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise MetaError(f"{key} holds control characters")
+        if len(value) > limit:
+            raise MetaError(f"{key} is {len(value)} characters; the limit is {limit}")
+        out[key] = value or None
+    if out["date"] is not None:
+        try:
+            if not _DATE.match(out["date"]):
+                raise ValueError
+            _date.fromisoformat(out["date"])
+        except ValueError:
+            raise MetaError(f"date {out['date']!r} is not a date in the form YYYY-MM-DD "
+                            "(e.g. 2024-03-05)") from None
+    return out
+
+
+def sidecar_path(path: Path) -> Path:
+    """Where an issue file's metadata sidecar sits: X.txt -> X.txt.meta.json."""
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """The checked metadata in an issue file's sidecar, or None when it has none."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        obj = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MetaError(f"{side.name} is not readable JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise MetaError(f"{side.name} must hold a JSON object")
+    unknown = sorted(set(obj) - set(META_FIELDS))
+    if unknown:
+        raise MetaError(f"{side.name}: unknown field(s) {', '.join(unknown)}; it may hold "
+                        "paper, date, edition")
+    try:
+        return clean_meta(obj.get("paper"), obj.get("date"), obj.get("edition"))
+    except MetaError as exc:
+        raise MetaError(f"{side.name}: {exc}") from None
 
 
 # ---------------------------------------------------------------- line classification
@@ -143,6 +251,13 @@ def _lines(text: str) -> list[_Line]:
         out.append(_Line(no, line, gap))
         gap = 0
     return out
+
+
+def _merge_names(byline: str | None, more: str) -> str:
+    # A story may carry its bylines at the top and again at the end: each name once.
+    names = (byline or "").split()
+    names += [n for n in more.split() if n not in names]
+    return " ".join(dict.fromkeys(names))
 
 
 def _same_title(a: str, b: str) -> bool:
@@ -206,8 +321,7 @@ def parse_text(text: str, name: str, sha256: str = "", encoding: str = "utf-8") 
             continue
         body = ln.text
         if m := _PAREN_BYLINE.search(body):
-            names = " ".join(m.group(1).split())
-            current.byline = f"{current.byline} {names}" if current.byline else names
+            current.byline = _merge_names(current.byline, m.group(1))
             body = body[: m.start()].rstrip()
             closed = True
         if body:
@@ -224,14 +338,16 @@ def parse_text(text: str, name: str, sha256: str = "", encoding: str = "utf-8") 
         story.passages = [Passage(n, p.text, (p.first, p.last)) for n, p in enumerate(paras, 1)]
     stories = [s for s in stories if s.passages or s.title]
     if not any(s.passages for s in stories):
-        raise IngestError(f"{name}: no story text found")
+        raise IngestError(name, "no story text found")
     return Issue(file=name, sha256=sha256, encoding=encoding, stories=stories)
 
 
 def parse_bytes(data: bytes, name: str) -> Issue:
     """Decode and parse one issue file's bytes."""
     text, encoding = decode_issue(data, name)
-    return parse_text(text, name, hashlib.sha256(data).hexdigest(), encoding)
+    issue = parse_text(text, name, hashlib.sha256(data).hexdigest(), encoding)
+    issue.raw = data
+    return issue
 
 
 def parse_file(path: str | Path) -> Issue:
@@ -240,16 +356,39 @@ def parse_file(path: str | Path) -> Issue:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise IngestError(f"{path.name}: cannot read ({exc.strerror or exc})") from exc
+        raise IngestError(path.name, f"cannot read ({exc.strerror or exc})") from exc
     return parse_bytes(data, path.name)
 
 
-def issue_files(paths: list[str | Path]) -> list[Path]:
-    """Expand files and directories (their *.txt) into a sorted, de-duplicated file list."""
+def is_issue_name(name: str) -> bool:
+    """An issue file's name ends in .txt, in any case (X.TXT too)."""
+    return name.lower().endswith(".txt") and not name.startswith(".")
+
+
+def scan(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Expand files and directories (their *.txt, any case) into a sorted, de-duplicated file
+    list, and what was skipped in the directories, with why."""
     out: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(q for q in p.glob("*.txt") if q.is_file()))
-        else:
-            out.append(p)
-    return list(dict.fromkeys(out))
+        if not p.is_dir():
+            if p.name.lower().endswith(".txt" + SIDECAR_SUFFIX):  # `qa add 005*` names both
+                skipped.append((p, "a metadata sidecar (read with its issue file)"))
+            else:
+                out.append(p)
+            continue
+        for q in sorted(p.iterdir()):
+            if q.name.startswith(".") or q.name.lower().endswith(".txt" + SIDECAR_SUFFIX):
+                continue  # hidden files, and the metadata sidecars read with their issue
+            if q.is_dir():
+                skipped.append((q, "a directory (sub-directories are not searched)"))
+            elif not is_issue_name(q.name):
+                skipped.append((q, "not a .txt issue file"))
+            elif q.is_file():
+                out.append(q)
+    return list(dict.fromkeys(out)), skipped
+
+
+def issue_files(paths: list[str | Path]) -> list[Path]:
+    """Expand files and directories (their *.txt, any case) into a sorted, de-duplicated list."""
+    return scan(paths)[0]

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .encoders import Encoder, EncoderUnavailable, load_encoder
+from .encoders import Encoder, EncoderUnavailable, canonical_model, load_encoder
 from .index import Index, IndexMismatch, current_generation
 from .search import Searcher
 
 log = logging.getLogger(__name__)
-GENERATION_NAME = re.compile(r"^gen-\d{6,}$")
+GENERATION_NAME = re.compile(r"^gen-\d{6,12}\Z")  # bounded: int() of 5,000 digits raises
 _ABS_PATH = re.compile(r"(?<![\w.:/])/[^\s'\":,;()]+")  # /a/b/c, not the // of a URL
 
 
@@ -42,7 +42,7 @@ def open_encoder(settings: Settings, index_model: str | None = None) -> EncoderS
     """Load the configured model; explain (never raise) when it cannot be used."""
     if not settings.dense_enabled:
         return EncoderStatus(None, "dense search is switched off (model 'none'): lexical only")
-    if index_model is not None and index_model != settings.model:
+    if index_model is not None and canonical_model(index_model) != canonical_model(settings.model):
         raise IndexMismatch(f"the index was embedded with {index_model} but the configured model "
                             f"is {settings.model}; set QA_MODEL={index_model} or rebuild with "
                             "`qa index`")

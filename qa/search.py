@@ -1,4 +1,5 @@
-"""Retrieval: lexical and dense candidates, fusion, duplicate collapse, best sentence, refusal."""
+"""Retrieval: lexical and dense candidates, fusion, duplicate collapse, best sentence, and each
+passage's probability of answering (qa.answerability), which decides refusal."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .answertype import expected_answer, supports
+from .answerability import (
+    AnswerabilityModel,
+    QuestionEvidence,
+    load_model,
+    passage_features,
+    question_evidence,
+)
 from .config import Settings
 from .encoders import Encoder, mismatch
-from .fusion import convex, coverage, order_within_groups, rrf
+from .filters import Filters
+from .fusion import convex, order_within_groups, rrf
 from .index import Index, IndexMismatch
 from .lexical import Match
 from .shortanswer import short_answer
@@ -38,12 +46,13 @@ class Answer:
     gid: int
     record: dict
     score: float
-    confidence: float
+    confidence: float  # P(this passage answers the question), from the fitted model
     highlight: str
     highlight_span: tuple[int, int]
     terms: list[str]
     retrievers: dict[str, dict] = field(default_factory=dict)
     short: tuple[int, int] | None = None  # the answer itself: offsets into record["text"]
+    features: np.ndarray | None = None  # the evidence behind confidence (answerability.FEATURES)
 
     @property
     def passage_id(self) -> str:
@@ -116,7 +125,7 @@ class Searcher:
     """Answers questions from one loaded index generation (and its sentence model, if any)."""
 
     def __init__(self, index: Index, encoder: Encoder | None, settings: Settings,
-                 only: str | None = None):
+                 only: str | None = None, answerability: AnswerabilityModel | None = None):
         if index.model and encoder is not None and encoder.name != index.model:
             raise IndexMismatch(f"index {index.generation} was embedded with {index.model}, "
                                 f"but the loaded model is {encoder.name}")
@@ -139,6 +148,9 @@ class Searcher:
         self.encoder = encoder
         self.settings = settings
         self.only = only  # "dense": the model's ranking alone (bench/quality.py compares it)
+        # loaded (and checked) at start-up: a missing or corrupt file fails here, not mid-query
+        self.answerability = answerability if answerability is not None else load_model()
+        self._story_text: dict[tuple[str, int], str] = {}
 
     @property
     def mode(self) -> str:
@@ -149,8 +161,11 @@ class Searcher:
         """Check a question and top_k against this searcher's settings."""
         return validate_question(self.settings, question, top_k)
 
-    def ask(self, question: str, top_k: int | None = None) -> Result:
-        """Rank passages for a question; flag the result unanswerable when nothing is confident."""
+    def ask(self, question: str, top_k: int | None = None,
+            filters: Filters | None = None) -> Result:
+        """Rank passages for a question; flag the result unanswerable when nothing is confident.
+
+        With filters (newspaper, date range), only passages of matching issues are ranked."""
         started = time.perf_counter()
         typed, top_k = self.validate(question, top_k)
         # traditional -> simplified, full width -> half, Latin case folded: the archive's form
@@ -159,12 +174,15 @@ class Searcher:
         masked = mask_question_words(question)
         terms = index.tokenizer(masked)
         match = index.bm25.match(terms)
+        mask = index.passage_mask(filters)  # None without filters
+        if mask is not None:  # corpus statistics stay the archive's; only the ranking narrows
+            match.scores = np.where(mask, match.scores, 0.0)
         lex_ids, lex_scores = match.top(s.candidates)
         scores = {"lexical": dict(zip(lex_ids.tolist(), lex_scores.tolist(), strict=True))}
         rankings = {"lexical": self._focus_order(question, match, lex_ids, lex_scores)}
         if self.encoder is not None:
             qvec = self.encoder.encode_queries([question])[0]
-            d_ids, d_scores = index.dense_search(qvec, s.candidates)
+            d_ids, d_scores = index.dense_search(qvec, s.candidates, mask=mask)
             rankings["dense"] = d_ids.tolist()
             scores["dense"] = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
             if self.only == "dense":
@@ -188,20 +206,34 @@ class Searcher:
                 picked.append((gid, score, ranks, record))
         # which query terms each passage has, read from the postings (no re-tokenising)
         present = match.present([p[0] for p in picked])
+        evidence = self._evidence(question, weights, gram_weights)
+        top_lex = float(lex_scores[0]) if len(lex_scores) else 0.0
+        story_best = self._story_best(lex_ids, lex_scores)
+        picked_stories = index.story_ids(np.asarray([p[0] for p in picked], dtype=np.int64))
         answers: list[Answer] = []
-        for (gid, score, ranks, record), has in zip(picked, present, strict=True):
+        for (gid, score, ranks, record), has, story in zip(picked, present,
+                                                           picked_stories.tolist(), strict=True):
             sentence, span = self._best_sentence(record["text"], gram_weights)
             folded = fold(record["text"])
+            short = short_answer(question, record["text"], span)
+            other = max((v for k, v in story_best.items() if k != story), default=0.0)
+            dense = scores["dense"].get(gid) if "dense" in scores else None
+            if "dense" in scores and dense is None:  # outside the dense list: below its last
+                dense = min(scores["dense"].values(), default=0.0)
+            x = passage_features(evidence, record["text"], self._story(record), has, sentence,
+                                 short is not None, float(match.scores[gid]), top_lex, other,
+                                 dense)
             answers.append(Answer(
                 gid=gid, record=record, score=score,
-                confidence=round(coverage(weights, has), 4),
+                confidence=round(self.answerability.probability(x), 4),
                 highlight=sentence, highlight_span=span,
                 terms=[w for w in marked if w in folded],
                 retrievers={name: {"rank": r, "score": round(float(scores[name][gid]), 4)}
                             for name, r in ranks.items()},
-                short=short_answer(question, record["text"], span)))
-        answerable = (bool(answers) and answers[0].confidence >= s.min_confidence
-                      and supports(expected_answer(question), answers[0].record["text"]))
+                short=short, features=x))
+        # the threshold is on a probability: QA_MIN_CONFIDENCE = 0.2 refuses when the best
+        # passage answers with probability below 20 %
+        answerable = bool(answers) and answers[0].confidence >= s.min_confidence
         return Result(typed, answers, answerable, index.generation, self.mode,
                       round((time.perf_counter() - started) * 1000, 2))
 
@@ -223,6 +255,30 @@ class Searcher:
         keys = scores + weight * match.partial(ids, focus)
         return order_within_groups(ids.tolist(), self.index.story_ids(ids).tolist(),
                                    keys.tolist())
+
+    def _evidence(self, question: str, weights: dict[str, float],
+                  gram_weights: dict[str, float]) -> QuestionEvidence:
+        # a term no passage has gets the largest IDF: the scale of missing_idf_story
+        return question_evidence(question, weights, self.index.bm25.idf_any("\x00"),
+                                 gram_weights)
+
+    def _story_best(self, ids: np.ndarray, scores: np.ndarray) -> dict[int, float]:
+        # best BM25 of each story among the lexical candidates (ids arrive best first)
+        best: dict[int, float] = {}
+        for story, score in zip(self.index.story_ids(ids).tolist(), scores.tolist(), strict=True):
+            best.setdefault(story, float(score))
+        return best
+
+    def _story(self, record: dict) -> str:
+        # the whole story's text, kept per generation (a Searcher serves one generation)
+        key = (record["file"], record["story"])
+        text = self._story_text.get(key)
+        if text is None:
+            if len(self._story_text) >= 4096:
+                self._story_text.clear()
+            text = "\n".join(r["text"] for r in self.index.story(*key))
+            self._story_text[key] = text
+        return text
 
     def _term_weights(self, terms: list[str]) -> dict[str, float]:
         # Archive IDF of each distinct query term; a term no passage has gets the largest IDF,

@@ -3,7 +3,7 @@ many connections, so slow or stalled clients wait on the network without taking 
 
 from __future__ import annotations
 
-import html
+import contextlib
 from typing import Any
 
 import gevent
@@ -21,11 +21,19 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin"}
 ERROR_TYPES = {400: "bad_request", 403: "forbidden", 408: "request_timeout",
-               414: "uri_too_long", 417: "expectation_failed", 431: "headers_too_large",
-               500: "internal_error", 501: "not_implemented"}
+               414: "uri_too_long", 417: "expectation_failed", 429: "rate_limited",
+               431: "headers_too_large", 500: "internal_error", 501: "not_implemented"}
 REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 414: "URI Too Long",
-           417: "Expectation Failed", 431: "Request Header Fields Too Large",
-           500: "Internal Server Error", 501: "Not Implemented"}
+           417: "Expectation Failed", 429: "Too Many Requests",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented"}
+
+# What a reader's browser shows for gunicorn's own errors (as qa/web/ui.py's ERROR_TEXT).
+READER_ERRORS = {400: ("请求有误", "这个请求无法处理，请检查链接或重新提问。"),
+                 408: ("请求超时", "请求内容没有按时送达，请重试。"),
+                 414: ("网址太长", "问题太长了，请缩短后再试。"),
+                 431: ("请求头太大", "请求头太大，请清除这个网站的 Cookie 后重试。"),
+                 500: ("服务器出错了", "服务器内部错误，已经记录下来，请稍后再试。")}
 
 
 def request_line_limit(max_question_chars: int) -> int:
@@ -43,9 +51,16 @@ def error_page(status: int, message: str, api: bool) -> bytes:
                                        "type": ERROR_TYPES.get(status, "error"),
                                        "message": message}})
         kind = "application/json"
-    else:
-        body = (f'<!doctype html><html lang="zh-CN"><meta charset="utf-8"><title>{status}</title>'
-                f"<h1>{status}</h1><p>{html.escape(message)}</p></html>").encode()
+    else:  # the reader's page (qa/web/templates/error.html), in Chinese, in the page's style
+        title, text = READER_ERRORS.get(status, READER_ERRORS[400])
+        body = ('<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><meta '
+                'name="viewport" content="width=device-width, initial-scale=1">'
+                f'<title>{title} · 报纸档案问答</title><link rel="stylesheet" '
+                'href="/static/style.css"></head><body><header><a class="brand" href="/">'
+                f'报纸档案问答</a></header><main><section class="error-page"><h1>{title}</h1>'
+                f'<p class="error" role="alert">{text}</p><p class="status">错误代码 {status}</p>'
+                '<p><a class="button" href="/">回到首页提问</a></p></section></main></body>'
+                "</html>").encode()
         kind = "text/html; charset=utf-8"
     head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", "Connection: close",
             f"Content-Type: {kind}", f"Content-Length: {len(body)}",
@@ -71,6 +86,10 @@ class _Capture:
     send = sendall
 
 
+# Set in each worker by _Gunicorn.load (gunicorn's own config has no place for them).
+_GUARDS: dict[str, Any] = {"per_client": 0, "request_timeout": 0.0, "proxies": []}
+
+
 class Worker(GeventWorker):
     """Gevent worker with a socket timeout on every connection and the envelope on its errors.
 
@@ -80,10 +99,26 @@ class Worker(GeventWorker):
     """
 
     def handle(self, listener, client, addr) -> None:
-        """Serve one connection under the read/write timeout (QA_CLIENT_TIMEOUT)."""
+        """Serve one connection under the read/write timeout (QA_CLIENT_TIMEOUT), at most
+        QA_MAX_CLIENT_CONNECTIONS at once from one address."""
         client.settimeout(float(self.cfg.keepalive))
-        # GeventWorker.handle would make the socket blocking again (no timeout): skip it
-        super(GeventWorker, self).handle(listener, client, addr)
+        who = addr[0] if isinstance(addr, tuple) and addr else str(addr)
+        open_now = self.__dict__.setdefault("_open", {})
+        cap = _GUARDS["per_client"]
+        if cap and not _is_proxy(who) and open_now.get(who, 0) >= cap:
+            # one client trickling bytes on many sockets must not hold every slot of a worker
+            with contextlib.suppress(OSError):
+                client.sendall(error_page(429, "too many connections from this address", True))
+            client.close()
+            return
+        open_now[who] = open_now.get(who, 0) + 1
+        try:
+            # GeventWorker.handle would make the socket blocking again (no timeout): skip it
+            super(GeventWorker, self).handle(listener, client, addr)
+        finally:
+            open_now[who] -= 1
+            if not open_now[who]:
+                del open_now[who]
 
     def handle_request(self, listener_name, req, sock, addr) -> bool:
         """Serve one request, then let every other connection with a request waiting go first.
@@ -92,9 +127,21 @@ class Worker(GeventWorker):
         next request is already there is served again at once, and at 16 connections a few
         of them starved the rest (p99 0.7-1.7 s against 50-100 ms).
         """
+        # A deadline for the whole request: the per-read timeout alone lets a client that
+        # sends one byte every few seconds hold its connection for ever.
+        deadline = gevent.Timeout(_GUARDS["request_timeout"] or None)
+        deadline.start()
         try:
             return super().handle_request(listener_name, req, sock, addr)
+        except gevent.Timeout as exc:
+            if exc is not deadline:
+                raise
+            self.log.warning("request from %s cut off after %s s", addr, exc.seconds)
+            # gunicorn's keep-alive loop ignores a False return and would go on reading the
+            # trickle; StopIteration is how its parser says "no more requests": it closes
+            raise StopIteration("request deadline") from None
         finally:
+            deadline.close()
             gevent.idle()
 
     def handle_error(self, req, client, addr, exc) -> None:
@@ -122,6 +169,12 @@ class Worker(GeventWorker):
             self.log.debug("could not send the error response")
 
 
+def _is_proxy(address: str) -> bool:
+    from .web.ratelimit import _trusted
+
+    return bool(_GUARDS["proxies"]) and _trusted(address, _GUARDS["proxies"])
+
+
 class _Gunicorn(BaseApplication):
     def __init__(self, settings: Settings, options: dict[str, Any]):
         self.settings = settings
@@ -141,6 +194,11 @@ class _Gunicorn(BaseApplication):
         # encoder threads never exceed them (more OpenMP threads than cores spin: 3.5x slower).
         threads = encoder_threads(self.settings.encoder_threads,
                                   processes=int(self.options["workers"]))
+        from .web.ratelimit import parse_networks
+
+        _GUARDS.update(per_client=max(0, self.settings.max_client_connections),
+                       request_timeout=max(0.0, self.settings.request_timeout),
+                       proxies=parse_networks(self.settings.trusted_proxies))
         return create_app(self.settings.with_(encoder_threads=threads))
 
 

@@ -480,6 +480,11 @@ def _overlap(a: Asked, sent: str) -> int:
     return sum(sent[i : i + 2] in a.grams for i in range(len(sent) - 1))
 
 
+def _fold_char(c: str) -> str:
+    f = fold(c)
+    return f if len(f) == 1 else c
+
+
 def short_answer(question: str, passage: str,
                  sentence_span: tuple[int, int] | None = None) -> tuple[int, int] | None:
     """Offsets in passage of the shortest text that answers question, or None when the passage
@@ -488,8 +493,8 @@ def short_answer(question: str, passage: str,
     if a is None or not passage:
         return None
     folded = fold(passage)
-    if len(folded) != len(passage):  # NFKC changed lengths (rare ligatures): offsets must hold
-        folded = passage.lower()
+    if len(folded) != len(passage):  # NFKC or lower() changed lengths (ﬁ, İ, …): fold char by
+        folded = "".join(_fold_char(c) for c in passage)  # char so offsets still hold
     spans = _sentences(folded)
     ranked = sorted(spans, key=lambda s: -_overlap(a, folded[s[0] : s[1]]))
     if sentence_span is not None:

@@ -105,7 +105,7 @@ def test_add_reports_rejected_files_and_exits_1(qa, tmp_path):
     bad.write_bytes(b"\xff\xfe\xfa" * 10)
     result = qa("add", bad, EXTRA / "c_2024-03.txt")
     assert result.exit_code == 1
-    assert "rejected  gb.txt: gb.txt: not valid UTF-8 or GB18030 text" in result.output
+    assert "rejected  gb.txt: not valid UTF-8 or GB18030 text" in result.output  # named once
     assert "added     c_2024-03.txt" in result.output
 
 

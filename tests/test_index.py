@@ -90,7 +90,11 @@ def test_changed_issue_replaces_its_passages(tmp_path, settings, corpus_copy):
     build([corpus_copy], settings, None)
     path = corpus_copy / "b_2024-02.txt"
     path.write_text(path.read_text("utf-8").replace("每斤售价12元", "每斤售价15元"), "utf-8")
-    report = add([path], settings, None)
+    refused = add([path], settings, None)  # other content under an indexed name: not silently
+    assert [(o.file, o.status) for o in refused.outcomes] == [("b_2024-02.txt", "rejected")]
+    assert "pass --replace" in refused.outcomes[0].reason
+    assert refused.generation == refused.previous
+    report = add([path], settings, None, replace=True)
     assert [(o.file, o.status) for o in report.outcomes] == [("b_2024-02.txt", "replaced")]
     index = Index.load(settings.index_dir)
     texts = [index.passage(g)["text"] for g in range(index.n_passages)]
@@ -107,7 +111,7 @@ def test_bad_files_are_rejected_and_the_rest_go_through(tmp_path, built, setting
     statuses = {o.file: (o.status, o.reason) for o in report.outcomes}
     assert statuses["c_2024-03.txt"] == ("added", None)
     assert statuses["broken.txt"][0] == "rejected"
-    assert "broken.txt: looks binary" in statuses["broken.txt"][1]
+    assert statuses["broken.txt"][1].startswith("looks binary")  # the name is not repeated
     with pytest.raises(NothingToIndex, match="broken.txt: looks binary"):
         build([bad], settings, None)
     assert current_generation(Path(settings.index_dir)) == report.generation  # untouched

@@ -13,6 +13,8 @@ from .conftest import ROOT
 
 DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 TEAM = ROOT / "bench" / "questions" / "seeds-team.jsonl"
+NEARMISS = ROOT / "bench" / "questions" / "seeds-nearmiss.jsonl"
+REWORDED2 = ROOT / "bench" / "questions" / "seeds-reworded2.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,9 @@ def test_dev_set_meets_the_targets(seeds_searcher):
     assert report["recall@1"] >= 0.93
     assert report["mrr@10"] >= 0.95
     assert report["by_type"]["paraphrase"]["recall@1"] >= 0.85
-    assert report["unanswerable"]["refused"] >= 0.70
+    # the answerability model (issue 11): measured 8 of 8 refused, 2 of 55 wrongly (0.036);
+    # most dev questions are in its training split, so these are not held-out figures
+    assert report["unanswerable"]["refused"] >= 0.85
     assert report["false_refusal"] <= 0.05
 
 
@@ -42,5 +46,18 @@ def test_team_questions_hold_the_same_line(seeds_searcher):
     report = evaluate(seeds_searcher, load_questions(TEAM))
     assert report["recall@1"] >= 0.93
     assert report["mrr@10"] >= 0.95
-    assert report["unanswerable"]["refused"] >= 0.70
+    # measured 15 of 16 refused, 2 of 68 wrongly (0.029); ~80 % of it is training data
+    assert report["unanswerable"]["refused"] >= 0.85
     assert report["false_refusal"] <= 0.05
+
+
+@pytest.mark.slow
+def test_held_out_sets_do_not_regress(seeds_searcher):
+    # written before the answerability model was first scored and never fitted on; these
+    # guard the figures measured with it (near-misses 38 of 56 refused: short of the 0.85
+    # target; reworded2 2 of 39 wrongly refused), they are not targets met
+    near = evaluate(seeds_searcher, load_questions(NEARMISS))
+    assert near["unanswerable"]["refused"] >= 0.60
+    reworded = evaluate(seeds_searcher, load_questions(REWORDED2))
+    assert reworded["recall@1"] >= 0.92
+    assert reworded["false_refusal"] <= 0.06

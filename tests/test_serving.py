@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
@@ -121,8 +121,9 @@ def serving(tmp_path: Path, **env: str):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One real server for the HTTP-level tests, dropping silent clients after 2 s."""
+    # every test client is 127.0.0.1, attacker and reader alike: no per-address cap here
     with serving(tmp_path_factory.mktemp("serve"), QA_CLIENT_TIMEOUT="2",
-                 QA_RATE_LIMIT_PER_MINUTE="0") as port:
+                 QA_RATE_LIMIT_PER_MINUTE="0", QA_MAX_CLIENT_CONNECTIONS="0") as port:
         yield port
 
 
@@ -162,6 +163,46 @@ def test_stalled_connections_do_not_starve_the_workers(server):
     finally:
         for s in stalled:
             s.close()
+
+
+@pytest.mark.slow
+def test_a_trickling_client_is_cut_off_and_capped(tmp_path):
+    # one byte every 0.5 s never trips the 10 s read timeout; the whole-request deadline
+    # (QA_REQUEST_TIMEOUT) does, and one address cannot open more than its share of sockets
+    with serving(tmp_path, QA_REQUEST_TIMEOUT="3", QA_MAX_CLIENT_CONNECTIONS="2",
+                 QA_RATE_LIMIT_PER_MINUTE="0") as port:
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=15) for _ in range(10)]
+        head = (b"POST /api/ask HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n")
+        closed_after: list[float] = []
+        started = time.monotonic()
+        try:
+            for s in socks:
+                with suppress(OSError):
+                    s.sendall(head)
+            alive = list(socks)
+            while alive and time.monotonic() - started < 12:
+                time.sleep(0.5)
+                for s in list(alive):
+                    try:
+                        s.sendall(b"x")
+                        s.setblocking(False)
+                        gone = s.recv(4096) is not None  # an answer or EOF: the server is done
+                    except BlockingIOError:
+                        gone = False
+                    except OSError:  # reset: closed with our bytes unread
+                        gone = True
+                    s.setblocking(True)
+                    if gone:
+                        alive.remove(s)
+                        closed_after.append(time.monotonic() - started)
+        finally:
+            for s in socks:
+                s.close()
+        assert len(closed_after) == 10  # nobody holds a connection past the deadline
+        # 10 sockets over 2 workers: some worker had more than 2 and refused the rest at once
+        assert min(closed_after) < 2.5
+        assert max(closed_after) >= 3
 
 
 # ---------------------------------------------------------------- 9. body limits
@@ -224,6 +265,21 @@ def test_workers_count_together(built, settings, tmp_path):
     r = b.get("/api/ask", query_string={"q": Q})
     assert r.json["error"]["type"] == "rate_limited" and 1 <= int(r.headers["Retry-After"]) <= 60
     assert all(name in r.headers for name in SECURITY)
+
+
+def test_a_failing_counter_store_falls_back_to_per_worker_limits(built, settings, tmp_path):
+    app = _limited_app(settings, tmp_path)
+    assert app.test_client().get("/healthz").json["rate_limit"] == "shared"
+
+    class Broken:
+        def hit(self, *a):
+            raise OSError(30, "Read-only file system")
+
+    app.extensions["qa.limiter"].window = Broken()  # e.g. the SQLite file on a read-only disk
+    client = app.test_client()
+    codes = [client.get("/api/ask", query_string={"q": Q}).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]  # still limited, never switched off
+    assert client.get("/healthz").json["rate_limit"].startswith("per worker")
 
 
 def test_the_form_counts_against_the_same_limit(built, settings, tmp_path):
@@ -423,7 +479,8 @@ def test_an_older_cited_generation_is_served_while_on_disk(built, settings):
     assert client.get("/healthz").json["generation"] == "gen-000002"
 
 
-@pytest.mark.parametrize("generation", ["gen-000099", "gen-1", "../../etc", "gen-000001x"])
+@pytest.mark.parametrize("generation", ["gen-000099", "gen-1", "../../etc", "gen-000001x",
+                                        "gen-" + "9" * 5000])
 def test_an_unknown_generation_is_a_clear_404(client, generation):
     r = client.get("/api/story/a_2024-01.txt/1", query_string={"generation": generation})
     assert r.status_code == 404

@@ -128,3 +128,10 @@ def test_qa_ask_prints_the_short_answer_first(runner, built, settings):
                       env={"QA_INDEX_DIR": settings.index_dir, "QA_MODEL": "none"})
     assert r.exit_code == 0, r.output
     assert [x for x in r.output.splitlines() if not x.startswith("note:")][0] == "答案：12元"
+
+
+def test_offsets_hold_when_folding_changes_lengths():
+    # ﬁ (NFKC: two letters) and İ (lower(): two characters) must not shift the span
+    passage = "ﬁİ 培训班共有180名学员。"
+    start, end = short_answer("培训班有多少学员?", passage)
+    assert passage[start:end] == "180名"

@@ -238,11 +238,15 @@ def test_any_writer_removes_leftovers_even_when_it_publishes_nothing(built, sett
     (root / "generations" / "gen-000002.json").write_text("{}", "utf-8")  # never published
     (root / "segments" / ".tmp-seg-0123456789ab").mkdir()
     (root / "segments" / "seg-orphan000000").mkdir()  # renamed into place, never published
+    (root / "sources" / ".0badf00d.txt.0badf00d.tmp").write_text("x", "utf-8")
+    (root / "sources" / f"{'0' * 64}.txt").write_text("x", "utf-8")  # kept, never published
     before = _segments(root) - {".tmp-seg-0123456789ab", "seg-orphan000000"}
+    sources = {p.name for p in (root / "sources").glob("*.txt")} - {f"{'0' * 64}.txt"}
     report = add([CORPUS / "a_2024-01.txt"], settings, None)
     assert report.generation == report.previous == "gen-000001"  # published nothing
     assert sorted(p.name for p in root.iterdir()) == [
-        "CURRENT", "LAST_GENERATION", "generations", "segments"]
+        "CURRENT", "LAST_GENERATION", "generations", "segments", "sources"]
+    assert {p.name for p in (root / "sources").iterdir()} == sources
     assert [p.name for p in (root / "generations").iterdir()] == ["gen-000001.json"]
     assert _segments(root) == before
 

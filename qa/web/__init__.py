@@ -9,10 +9,10 @@ import time
 from typing import Any
 
 import orjson
-from flask import Flask, Request, current_app, g, jsonify, render_template, request
+from flask import Flask, Request, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from limits import RateLimitItemPerMinute
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.utils import cached_property
@@ -152,7 +152,8 @@ def holder_of() -> SearcherHolder:
 
 
 def _is_api() -> bool:
-    return request.path.startswith("/api/") or request.path in ("/healthz", "/openapi.json")
+    return request.path.startswith("/api/") or request.path in ("/healthz", "/openapi.json",
+                                                                "/openapi-admin.json")
 
 
 class RateLimit:
@@ -166,7 +167,8 @@ class RateLimit:
         uri = settings.rate_limit_storage or default_storage_uri(settings.index_dir)
         self.window = FixedWindowRateLimiter(storage_from_string(uri))
         self.proxies = parse_networks(settings.trusted_proxies)
-        self._failing = False
+        self._fallback: FixedWindowRateLimiter | None = None
+        self.status = "shared" if self.enabled else "off"
 
     def check(self):
         """None when the request may go on, else the 429 answer."""
@@ -176,22 +178,23 @@ class RateLimit:
         client = client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"),
                                 self.proxies)
         try:
-            if self.window.hit(self.item, "qa", client):
-                self._failing = False
+            window = self._fallback or self.window
+            if window.hit(self.item, "qa", client):
                 return None
-            reset, _ = self.window.get_window_stats(self.item, "qa", client)
+            reset, _ = window.get_window_stats(self.item, "qa", client)
         except Exception:  # a broken counter store must not take the service down
-            if not self._failing:
-                log.exception("rate-limit storage failed; requests go through unlimited")
-            self._failing = True
-            return None
+            # ... nor switch limits off: count in this worker's memory from now on (each
+            # worker then allows the limit on its own) and say so in /healthz
+            log.exception("rate-limit storage failed; counting per worker from now on")
+            self._fallback = FixedWindowRateLimiter(MemoryStorage())
+            self.status = "per worker (the shared counter store failed; see the log)"
+            return self.check()
         wait = str(max(1, math.ceil(reset - time.time())))
         if _is_api():
             return error_response(429, "too many requests; slow down", {"Retry-After": wait})
-        page = render_template("error.html", status=429, message="请求太频繁,请稍后再试。",
-                               searcher=None, note=None)
-        return current_app.response_class(page, 429, {"Retry-After": wait},
-                                          mimetype="text/html")
+        from .ui import error_page  # the reader's Chinese page, like every other non-API error
+
+        return error_page(429, headers={"Retry-After": wait})
 
 
 def _install_hooks(app: Flask) -> None:
@@ -230,7 +233,9 @@ def _install_hooks(app: Flask) -> None:
         message = "the request body stopped arriving"
         if _is_api():
             return error_response(408, message)
-        return render_template("error.html", status=408, message="请求超时"), 408
+        from .ui import error_page
+
+        return error_page(408)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -243,14 +248,18 @@ def _install_hooks(app: Flask) -> None:
                        else "request body is too large")
         else:
             message = exc.description or exc.name
+        allow = [v for k, v in exc.get_headers() if k == "Allow"]
         if _is_api():
-            allow = [v for k, v in exc.get_headers() if k == "Allow"]
             return error_response(status, message, {"Allow": allow[0]} if allow else None)
-        return render_template("error.html", status=status, message=message), status
+        from .ui import error_page
+
+        return error_page(status, exc.description, {"Allow": allow[0]} if allow else None)
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception):
         log.exception("unhandled error on %s", request.path)
         if _is_api():
             return error_response(500, "internal error; it has been logged")
-        return render_template("error.html", status=500, message="服务器内部错误"), 500
+        from .ui import error_page
+
+        return error_page(500)

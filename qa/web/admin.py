@@ -30,9 +30,10 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from ..build import NothingToIndex, add
+from ..build import NothingToIndex, add, given_meta
 from ..config import ADMIN_TOKEN_MIN_CHARS, Settings
 from ..errors import IndexError_
+from ..ingest import MetaError
 from . import ApiError, settings_of
 
 log = logging.getLogger(__name__)
@@ -325,7 +326,8 @@ def _run(app: Flask, settings: Settings, job_id: str) -> None:
                 job["files"].append({"file": name, "status": "rejected", "passages": 0,
                                      "reason": "the file was gone when the job ran"})
         report = add(sources, settings.with_(
-            lock_timeout=max(settings.lock_timeout, JOB_LOCK_TIMEOUT)), holder.encoder)
+            lock_timeout=max(settings.lock_timeout, JOB_LOCK_TIMEOUT)), holder.encoder,
+            meta=job.get("meta") or {}, replace=bool(job.get("replace")))
         for o in report.outcomes:
             entry = {"file": o.file, "status": o.status, "passages": o.passages, "reason": o.reason}
             if originals.get(o.file, o.file) != o.file:
@@ -437,15 +439,32 @@ def _reject(raw: str, reason: str) -> dict:
     return {"file": raw, "status": "rejected", "passages": 0, "reason": reason}
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def _form_options() -> tuple[dict[str, str | None], bool]:
+    """The upload's metadata fields (paper, date, edition: for every file of it) and replace."""
+    try:
+        meta = given_meta(*(request.form.get(k) for k in ("paper", "date", "edition")))
+    except MetaError as exc:
+        raise ApiError(400, str(exc)) from None
+    raw = request.form.get("replace", "").strip().lower()
+    if raw not in _TRUE + _FALSE:
+        raise ApiError(400, f"replace must be true or false, not {raw!r}")
+    return meta, raw in _TRUE
+
+
 @bp.post("/issues")
 def upload():
-    """Accept issue files (multipart field 'files'); 202 with a job to poll."""
+    """Accept issue files (multipart field 'files', optional fields paper, date, edition,
+    replace); 202 with a job to poll."""
     settings = settings_of()
     if request.content_length is not None and request.content_length > settings.max_upload_bytes:
         raise ApiError(413, f"upload is over {settings.max_upload_bytes} bytes")
     files = request.files.getlist("files") or request.files.getlist("file")
     if not files:
         raise ApiError(400, "no files: send multipart/form-data with one or more 'files' parts")
+    meta, replace = _form_options()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     job_id = uuid.uuid4().hex
     incoming = _incoming(settings, job_id)
@@ -456,7 +475,7 @@ def upload():
     job: dict[str, Any] = {
         "id": job_id, "status": "queued", "created": _now(), "started": None, "finished": None,
         "attempts": 0, "files": [], "generation": None, "error": None, "kept": None,
-        "accepted": [], "originals": {}, "owner": _me()}
+        "meta": meta, "replace": replace, "accepted": [], "originals": {}, "owner": _me()}
     for f in files:
         # each file on its own: one bad name or a failed write rejects that file, not the upload
         raw = f.filename or ""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
-from ..api_schema import result_json, story_url
+from .. import operations
 from ..index import Index
-from ..search import QuestionError, Searcher, validate_question
+from ..search import Searcher
 from . import ApiError, holder_of, settings_of
-from .openapi import openapi_document
+from .openapi import admin_document, openapi_document
 
 bp = Blueprint("api", __name__)
+
+ASK_FIELDS = ("question", "top_k", "filters")  # what a POST body may hold
+ASK_PARAMS = ("q", "question", "top_k", *operations.FILTERS)  # what GET's query may hold
 
 
 def current_searcher() -> Searcher:
@@ -29,24 +32,33 @@ def index_for_story() -> Index:
     wanted = request.args.get("generation")
     if not wanted:
         return current_searcher().index
-    index = holder_of().index_at(wanted)
-    if index is None:
-        raise ApiError(404, f"generation {wanted!r} is not on this server (unknown, or "
-                            "collected since); ask again to cite the current generation")
-    return index
+    try:
+        return operations.index_at(holder_of(), wanted)
+    except operations.OperationError as exc:
+        raise ApiError(exc.status, exc.message) from None
 
 
-def _ask_params() -> tuple[object, object]:
+def _unknown(names: list[str], allowed: tuple[str, ...], where: str) -> None:
+    # a misspelt field ({"topk": 3}) silently ignored gives an answer to another request
+    if names:
+        raise ApiError(400, f"unknown {where} {', '.join(map(repr, sorted(names)))}; "
+                            f"allowed: {', '.join(allowed)}")
+
+
+def _ask_params() -> tuple[object, object, object]:
     settings = settings_of()
     if request.method in ("GET", "HEAD"):  # HEAD is GET without the body
+        _unknown([k for k in request.args if k not in ASK_PARAMS], ASK_PARAMS,
+                 "query parameter(s)")
         question = request.args.get("q", request.args.get("question"))
         if question is None:
             raise ApiError(400, "missing query parameter q")
+        filters = {k: request.args[k] for k in operations.FILTERS if k in request.args}
         raw = request.args.get("top_k")
         if raw is None:
-            return question, None
+            return question, None, filters
         try:
-            return question, int(raw)
+            return question, int(raw), filters
         except ValueError:
             raise ApiError(400, "top_k must be an integer") from None
     if request.content_length is not None and request.content_length > settings.max_request_bytes:
@@ -58,9 +70,10 @@ def _ask_params() -> tuple[object, object]:
         raise ApiError(400, "body is not valid JSON")
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
+    _unknown([k for k in data if k not in ASK_FIELDS], ASK_FIELDS, "field(s)")
     if "question" not in data:
         raise ApiError(400, "missing field 'question'")
-    return data["question"], data.get("top_k")
+    return data["question"], data.get("top_k"), data.get("filters")
 
 
 @bp.route("/api/ask", methods=["GET", "POST", "OPTIONS"])
@@ -68,49 +81,27 @@ def ask():
     """Answer a question with cited passages."""
     if request.method == "OPTIONS":
         return "", 204
-    question, top_k = _ask_params()
+    question, top_k, filters = _ask_params()
     try:
-        validate_question(settings_of(), question, top_k)
-        result = current_searcher().ask(question, top_k)  # type: ignore[arg-type]
-    except QuestionError as exc:
-        raise ApiError(400, str(exc)) from None
-    body = result_json(result)
-    for answer in body["answers"]:  # a follow-up for the cited story reads the same generation
-        cite = answer["citation"]
-        cite["url"] = story_url(cite["file"], cite["story"], cite["paragraph"],
-                                result.generation)
+        body = operations.ask(current_searcher(), settings_of(), question, top_k, filters)
+    except operations.OperationError as exc:
+        raise ApiError(exc.status, exc.message) from None
     return jsonify(body)
 
 
 @bp.get("/api/issues")
 def issues():
     """What is indexed, issue by issue."""
-    searcher = current_searcher()
-    m = searcher.index.manifest
-    return jsonify({
-        "generation": m["generation"],
-        "mode": searcher.mode,
-        "issues": [{"file": f, "issue": f.rsplit(".", 1)[0], "sha256": meta["sha256"],
-                    "stories": meta["stories"], "passages": meta["passages"]}
-                   for f, meta in sorted(m["issues"].items())],
-    })
+    return jsonify(operations.issues(current_searcher()))
 
 
 @bp.get("/api/story/<path:file>/<int:story>")
 def story(file: str, story: int):
     """One whole story, paragraph by paragraph (?generation= reads the one an answer cited)."""
-    index = index_for_story()
-    passages = index.story(file, story)
-    if not passages:
-        raise ApiError(404, f"no story {story} in {file} (generation {index.generation})")
-    first = passages[0]
-    return jsonify({
-        "file": file, "story": story, "title": first["title"], "subtitle": first["subtitle"],
-        "byline": first["byline"], "url": story_url(file, story, None, index.generation),
-        "generation": index.generation,
-        "paragraphs": [{"paragraph": p["paragraph"], "text": p["text"], "lines": p["lines"]}
-                       for p in passages],
-    })
+    try:
+        return jsonify(operations.story(index_for_story(), settings_of(), file, story))
+    except operations.OperationError as exc:
+        raise ApiError(exc.status, exc.message) from None
 
 
 @bp.get("/healthz")
@@ -122,11 +113,22 @@ def healthz():
         return jsonify({"status": "unavailable", "error": holder.error}), 503
     return jsonify({"status": "ok", "generation": searcher.index.generation,
                     "mode": searcher.mode, "note": holder.note,
-                    "passages": searcher.index.n_passages, "error": holder.error})
+                    "passages": searcher.index.n_passages, "error": holder.error,
+                    "rate_limit": current_app.extensions["qa.limiter"].status})
+
+
+def _server() -> str:
+    # never the request's Host header: anyone can send one, and caches would keep it
+    return settings_of().public_url.strip().rstrip("/") or "/"
 
 
 @bp.get("/openapi.json")
 def openapi():
-    """The OpenAPI 3 description of this API (importable as a chatbot tool)."""
-    # never the request's Host header: anyone can send one, and caches would keep it
-    return jsonify(openapi_document(settings_of().public_url.rstrip("/") or "/"))
+    """The OpenAPI 3 description of the reader-facing API (importable as chatbot tools)."""
+    return jsonify(openapi_document(_server()))
+
+
+@bp.get("/openapi-admin.json")
+def openapi_admin():
+    """The OpenAPI 3 description of the editors' upload API (kept out of the tool document)."""
+    return jsonify(admin_document(_server()))
