@@ -193,7 +193,7 @@ def _build_issues(issues: list[Issue], rejected: list[FileOutcome], settings: Se
     records = [r for issue in issues for r in issue_records(issue)]
     vectors = _embed(encoder, records, progress)
     tokenizer = get_tokenizer(settings.tokenizer)
-    with _os_errors(root), writer_lock(root, settings.lock_timeout):
+    with _os_errors(root), writer_lock(root, settings.lock_timeout, rebuild=True):
         previous = current_generation(root)
         if previous != expected:
             # an add published while this build ran; publishing now would drop what it added

@@ -325,16 +325,22 @@ def _date_range(entries) -> list[str] | None:
 def recover(settings: Settings, as_json: bool) -> None:
     """Publish the newest generation that verifies (after a lost CURRENT or a damaged segment)."""
     try:
-        previous, now, failures = recover_index(Path(settings.index_dir), settings.lock_timeout)
+        previous, now, failures, set_aside = recover_index(Path(settings.index_dir),
+                                                           settings.lock_timeout)
     except IndexError_ as exc:
         raise _fail(exc) from None
     except OSError as exc:
         raise click.ClickException(f"cannot write the index: {exc.strerror or exc}") from None
     if as_json:
-        _echo_json({"previous": previous, "current": now, "failed": failures})
+        _echo_json({"previous": previous, "current": now, "failed": failures,
+                    "quarantined": set_aside})
         return
     for name, why in failures.items():
         click.echo(f"skipped {name}: {why}")
+        files = set_aside.get(name) or []
+        click.echo(f"  moved to quarantine/{name}.json, its data kept"
+                   + (f"; not in {now}: {', '.join(files)} (their sources are kept in "
+                      "sources/: `qa add` them again)" if files else ""))
     if previous == now:
         click.echo(f"ok: {now} is published and verifies; nothing to do")
     else:

@@ -33,6 +33,8 @@ from .segment import check_segments, fault, sha256_file, write_atomic
 
 FORMAT = 3  # 2: memory-mapped lexical arrays with 64-bit term keys; 3: + sealed manifests
 HIGH_WATER = "LAST_GENERATION"  # the highest generation number ever handed out
+PUBLISHED = "LAST_PUBLISHED"  # the newest generation ever published (or recovered to)
+QUARANTINE = "quarantine"  # manifests `qa recover` set aside: their data is kept, not served
 SOURCES = "sources"  # every published issue file, byte for byte, named by its sha256
 
 
@@ -56,6 +58,20 @@ def current_generation(root: Path) -> str | None:
 def generation_names(root: Path) -> list[str]:
     """Every generation with a manifest on disk, oldest first."""
     return sorted(p.stem for p in (root / "generations").glob("gen-*.json"))
+
+
+def last_published(root: Path) -> str | None:
+    """The newest generation ever published here, or None (nothing ever was)."""
+    return _read(root / PUBLISHED) or None
+
+
+def _number(name: str | None) -> int:
+    return int(name[4:]) if name and name.startswith("gen-") and name[4:].isdigit() else 0
+
+
+def _kept_manifests(root: Path) -> list[Path]:
+    # what may own a segment or a source: the generations and the quarantined manifests
+    return [*(root / "generations").glob("gen-*.json"), *(root / QUARANTINE).glob("gen-*.json")]
 
 
 # ---------------------------------------------------------------- manifests
@@ -123,14 +139,22 @@ def verify_generation(root: Path, generation: str, check_sha: bool = True) -> di
 
 
 def newest_verified(root: Path) -> tuple[str | None, dict[str, str]]:
-    """The newest generation that verifies, and why each newer one does not."""
+    """The newest published generation that verifies, and why each newer one does not.
+
+    Manifests past the last publish were written by writers that died before publishing:
+    they are never candidates."""
+    limit = _number(last_published(root)) or float("inf")
     failures: dict[str, str] = {}
     for name in reversed(generation_names(root)):
+        if _number(name) > limit:
+            continue
         try:
             verify_generation(root, name)
             return name, failures
         except (IndexCorrupt, IndexMismatch) as exc:
             failures[name] = str(exc)
+        except OSError as exc:  # an unreadable file fails its generation, not the search
+            failures[name] = f"cannot be read ({exc.strerror or exc})"
     return None, failures
 
 
@@ -218,9 +242,9 @@ def check_sources(root: Path, manifest: dict, check_sha: bool = True) -> list[st
 def _drop_orphan_sources(root: Path) -> None:
     # A source stays while any generation on disk names it: `qa recover` may go back to one.
     live: set[str] = set()
-    for name in generation_names(root):
+    for path in _kept_manifests(root):
         try:
-            m = json.loads((root / "generations" / f"{name}.json").read_text("utf-8"))
+            m = json.loads(path.read_text("utf-8"))
             live.update(i["source"] for i in m["issues"].values() if i.get("source"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return  # an unreadable manifest may name any source: delete nothing
@@ -232,11 +256,13 @@ def _drop_orphan_sources(root: Path) -> None:
 # ---------------------------------------------------------------- the writer
 
 @contextmanager
-def writer_lock(root: Path, timeout: float = 0.0, check: bool = True) -> Iterator[None]:
+def writer_lock(root: Path, timeout: float = 0.0, check: bool = True,
+                rebuild: bool = False) -> Iterator[None]:
     """Hold the index's single-writer lock, refuse a lost CURRENT, clean up crashed writers.
 
     The lock is flock() on the index directory itself: deleting LOCK (which only names the
-    holder, for the error message) cannot let a second writer in.
+    holder, for the error message) cannot let a second writer in. A `rebuild` (a full build)
+    may replace a published generation of an older index format.
     """
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
@@ -255,35 +281,52 @@ def writer_lock(root: Path, timeout: float = 0.0, check: bool = True) -> Iterato
     try:
         (root / "LOCK").write_text(f"pid {os.getpid()}", encoding="utf-8")
         if check:
-            _refuse_lost_current(root)
+            _refuse_lost_current(root, rebuild)
             clean_leftovers(root)
         yield
     finally:
-        try:
-            (root / "LOCK").unlink(missing_ok=True)
+        try:  # LOCK only names the holder: failing to remove it must not turn a publish into
+            (root / "LOCK").unlink(missing_ok=True)  # a reported failure
+        except OSError:
+            pass
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
 
-def _refuse_lost_current(root: Path) -> None:
+def _refuse_lost_current(root: Path, rebuild: bool = False) -> None:
     # A writer that read "no CURRENT" as "empty archive" would publish only its own files and
-    # let garbage collection delete the rest: refuse unless the directory really is empty.
-    current = current_generation(root)
-    if current is None and not generation_names(root):
-        if any((root / "segments").glob("seg-*")):
-            raise IndexLost(f"{root} holds segments but no generation manifest; move them away "
-                            "(or delete them) before building a new index")
+    # let garbage collection delete the rest: refuse unless nothing was ever published here
+    # (then whatever lies here is what a first build left when it died: leftovers).
+    current, published = current_generation(root), last_published(root)
+    if current is None and published is None and not generation_names(root):
         return
+    names = generation_names(root)
+    if current in names and _number(current) < _number(published) and published in names:
+        # CURRENT went back by hand: a writer would take the newer generations for
+        # unpublished leftovers and delete them
+        raise IndexLost(f"{root}: CURRENT names {current} but {published} was published after "
+                        "it (CURRENT edited by hand?); nothing was written. `qa recover` "
+                        "publishes the newest generation that verifies")
+    if rebuild and current is not None and _format_of(root, current) not in (None, FORMAT):
+        return  # a full build replaces an archive of an older format: the upgrade path
     try:
         read_manifest(root, current)
-    except (IndexCorrupt, IndexMismatch) as exc:
+    except (IndexCorrupt, IndexMismatch, IndexMissing) as exc:
         best, _ = newest_verified(root)
         hint = (f"The newest generation that verifies is {best}: `qa recover` publishes it"
                 if best else "No generation verifies; rebuild with `qa index` into a new "
                 "directory")
         what = "CURRENT is missing" if current is None else f"{current} is unusable ({exc})"
         raise IndexLost(f"{root}: {what}; nothing was written. {hint}") from None
+
+
+def _format_of(root: Path, generation: str) -> object:
+    try:
+        return json.loads((root / "generations" / f"{generation}.json").read_text("utf-8"))[
+            "format"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def clean_leftovers(root: Path) -> None:
@@ -293,10 +336,10 @@ def clean_leftovers(root: Path) -> None:
     for pattern in (".*.tmp", "generations/.*.tmp", f"{SOURCES}/.*.tmp"):
         for tmp in root.glob(pattern):
             tmp.unlink(missing_ok=True)
-    current = current_generation(root)
-    if current is not None:  # manifests past CURRENT were never published
+    cutoff = max(_number(current_generation(root)), _number(last_published(root)))
+    if cutoff:  # manifests past the last publish were never published
         for name in generation_names(root):
-            if name > current:
+            if _number(name) > cutoff:
                 (root / "generations" / f"{name}.json").unlink(missing_ok=True)
     _drop_orphan_segments(root)
     _drop_orphan_sources(root)
@@ -304,9 +347,9 @@ def clean_leftovers(root: Path) -> None:
 
 def _drop_orphan_segments(root: Path) -> None:
     live: set[str] = set()
-    for name in generation_names(root):
+    for path in _kept_manifests(root):
         try:
-            m = json.loads((root / "generations" / f"{name}.json").read_text("utf-8"))
+            m = json.loads(path.read_text("utf-8"))
             live.update(s["name"] for s in m["segments"])
         except (OSError, ValueError, KeyError, TypeError):
             return  # an unreadable manifest may own any segment: delete nothing
@@ -335,6 +378,10 @@ def publish(root: Path, manifest: dict, keep: int) -> list[str]:
             raise
         warnings.append(f"published, but the directory could not be synced ({exc.strerror}): "
                         "a power cut now could undo it")
+    try:  # what the next writer's clean-up counts as published
+        write_atomic(root / PUBLISHED, (manifest["generation"] + "\n").encode())
+    except OSError as exc:
+        warnings.append(f"the publish could not be recorded in {PUBLISHED} ({exc.strerror})")
     try:
         fault("collect-garbage")
         collect_garbage(root, keep)
@@ -356,11 +403,14 @@ def collect_garbage(root: Path, keep: int) -> None:
     _drop_orphan_sources(root)
 
 
-def recover(root: Path, timeout: float = 0.0) -> tuple[str | None, str, dict[str, str]]:
-    """Point CURRENT at the newest generation that verifies: (previous, now, failures).
+def recover(root: Path, timeout: float = 0.0) -> tuple[str | None, str, dict[str, str],
+                                                     dict[str, list[str]]]:
+    """Point CURRENT at the newest published generation that verifies.
 
-    Newer generations that fail their checks are then dropped like any unpublished manifest.
-    """
+    Returns (previous, now, why each newer one failed, issues each set-aside generation held
+    that `now` does not hold the same). Newer published generations that fail are moved to
+    quarantine/ with their segments and sources kept: nothing is deleted that may be
+    salvaged."""
     with writer_lock(root, timeout, check=False):
         previous = current_generation(root)
         chosen, failures = newest_verified(root)
@@ -368,7 +418,24 @@ def recover(root: Path, timeout: float = 0.0) -> tuple[str | None, str, dict[str
             detail = "; ".join(f"{k}: {v}" for k, v in failures.items())
             raise IndexCorrupt(f"no generation in {root} verifies"
                                + (f" ({detail})" if detail else "") + ": rebuild with `qa index`")
+        kept = _issue_hashes(root / "generations" / f"{chosen}.json")
+        set_aside: dict[str, list[str]] = {}
+        for name in failures:  # all newer than chosen
+            path = root / "generations" / f"{name}.json"
+            held = _issue_hashes(path)
+            set_aside[name] = sorted(f for f, sha in held.items() if kept.get(f) != sha)
+            (root / QUARANTINE).mkdir(exist_ok=True)
+            os.replace(path, root / QUARANTINE / path.name)
         if previous != chosen:
             write_atomic(root / "CURRENT", (chosen + "\n").encode())
+        write_atomic(root / PUBLISHED, (chosen + "\n").encode())
         clean_leftovers(root)
-    return previous, chosen, failures
+    return previous, chosen, failures, set_aside
+
+
+def _issue_hashes(path: Path) -> dict[str, str]:
+    try:
+        return {f: i.get("sha256", "") for f, i in json.loads(path.read_text("utf-8"))
+                ["issues"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}

@@ -52,7 +52,8 @@ ASK_DOC = (
     "链接 url)。可按报名、日期范围筛选。"
     " / Answer a question (in Chinese) from the newspaper archive. Returns `short` (the answer "
     "itself, e.g. \"3个\", or null), `answerable` (false: no confident answer, say you do not "
-    "know), `confidence` (0-1, of the best passage) and ranked `passages`, each with a "
+    "know), `confidence` (the probability, 0-1, that the best passage answers) and ranked "
+    "`passages`, each with a "
     "`citation` (paper, date, edition, file, story, title, byline, paragraph, url) to cite. "
     "Optional filters keep only passages from one newspaper or a date range; issues without "
     "that metadata are then left out.")

@@ -245,7 +245,7 @@ def test_any_writer_removes_leftovers_even_when_it_publishes_nothing(built, sett
     report = add([CORPUS / "a_2024-01.txt"], settings, None)
     assert report.generation == report.previous == "gen-000001"  # published nothing
     assert sorted(p.name for p in root.iterdir()) == [
-        "CURRENT", "LAST_GENERATION", "generations", "segments", "sources"]
+        "CURRENT", "LAST_GENERATION", "LAST_PUBLISHED", "generations", "segments", "sources"]
     assert {p.name for p in (root / "sources").iterdir()} == sources
     assert [p.name for p in (root / "generations").iterdir()] == ["gen-000001.json"]
     assert _segments(root) == before
@@ -286,3 +286,87 @@ def test_a_failure_after_the_switch_is_a_warning_not_a_failed_publish(built, set
         "warning: old generations were not collected (Input/output error); the next writer "
         "retries"]
     assert Index.load(settings.index_dir, verify=True).generation == "gen-000002"
+
+
+# ------------------------------------------------------------------ from the review
+
+def test_current_moved_back_by_hand_stops_writers_instead_of_deleting_newer_generations(
+        qa, two_generations, tmp_path):
+    (two_generations / "CURRENT").write_text("gen-000001\n", "utf-8")
+    other = tmp_path / "d_2024-04.txt"
+    other.write_text("# 新闻标题\n\n正文内容,用于测试。", "utf-8")
+    result = qa("add", other)
+    assert result.exit_code == 1
+    assert "CURRENT names gen-000001 but gen-000002 was published after it" in result.output
+    assert generation_names(two_generations) == ["gen-000001", "gen-000002"]
+    assert qa("recover").exit_code == 0
+    assert current_generation(two_generations) == "gen-000002"
+
+
+def test_recover_sets_a_failing_generation_aside_with_its_data_and_names_what_it_held(
+        qa, two_generations):
+    extra = _extra_segment(two_generations)
+    (extra / "stories.json").write_bytes(b"[]" + (extra / "stories.json").read_bytes()[2:])
+    result = qa("recover")
+    assert result.exit_code == 0, result.output
+    assert ("moved to quarantine/gen-000002.json, its data kept; not in gen-000001: "
+            "c_2024-03.txt") in result.output
+    assert (two_generations / "quarantine" / "gen-000002.json").is_file()
+    assert (extra / "passages.jsonl").is_file()  # the intact files are still there
+    assert qa("add", CORPUS / "a_2024-01.txt").exit_code == 0  # a writer keeps them too
+    assert (extra / "passages.jsonl").is_file()
+
+
+def test_recover_never_publishes_what_a_killed_writer_left(settings, two_generations, qa):
+    env = dict(os.environ, QA_FAULT_INJECT="manifest-written", QA_INDEX_DIR=settings.index_dir,
+               QA_MODEL="none")
+    extra = Path(settings.index_dir).parent / "late.txt"
+    extra.write_text("# 新闻标题\n\n正文内容,用于测试。", "utf-8")
+    proc = subprocess.run([sys.executable, "-m", "qa.cli", "add", str(extra)], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 137
+    assert "gen-000003" in generation_names(two_generations)  # written, never published
+    result = qa("recover")
+    assert "ok: gen-000002 is published and verifies" in result.output
+    assert current_generation(two_generations) == "gen-000002"
+
+
+def test_a_first_build_killed_before_it_published_leaves_nothing_in_the_way(settings):
+    root = Path(settings.index_dir)
+    (root / "segments" / "seg-0123456789ab").mkdir(parents=True)  # renamed, then killed
+    assert build([CORPUS], settings, None).generation == "gen-000001"
+    assert not (root / "segments" / "seg-0123456789ab").exists()
+
+
+def test_an_unreadable_file_fails_its_generation_and_recover_goes_back(
+        two_generations, monkeypatch):
+    from qa import segment
+
+    bad = _extra_segment(two_generations) / "passages.jsonl"
+    real = segment.sha256_file
+
+    def eio(path):
+        if Path(path) == bad:
+            raise OSError(5, "Input/output error")
+        return real(path)
+
+    monkeypatch.setattr(segment, "sha256_file", eio)
+    (two_generations / "CURRENT").unlink()
+    from qa.generations import recover
+
+    previous, now, failures, _ = recover(two_generations)
+    assert (previous, now) == (None, "gen-000001")
+    assert failures == {"gen-000002": "cannot be read (Input/output error)"}
+
+
+def test_a_full_build_replaces_an_archive_of_an_older_format(qa, built, settings):
+    root = Path(settings.index_dir)
+    path = root / "generations" / "gen-000001.json"
+    m = json.loads(path.read_text("utf-8"))
+    m["format"] = 2  # what the previous release wrote
+    m.pop("checksum")
+    path.write_text(json.dumps(m), "utf-8")
+    assert "index format 2" in qa("add", EXTRA / "c_2024-03.txt").output
+    result = qa("index", CORPUS)
+    assert result.exit_code == 0, result.output
+    assert Index.load(root, verify=True).generation == "gen-000002"

@@ -425,7 +425,9 @@ def _prune(settings: Settings, finished: list[tuple[str, float, Path, dict]], to
     excess = total - max(1, settings.max_job_records)
     for _, _, path, job in sorted(finished, key=lambda r: (r[0], r[1]))[:max(0, excess)]:
         path.unlink(missing_ok=True)
-        if job.get("status") == "done":  # only rejected files can be left after a done job
+        # only rejected files can be left after a done job, unless the record says a file
+        # stayed in incoming/ because moving it failed: then it is kept with its record gone
+        if job.get("status") == "done" and not job.get("kept"):
             shutil.rmtree(_incoming(settings, job["id"]), ignore_errors=True)
     for tmp in _jobs_dir(settings).glob(".*.tmp"):  # a writer that died between write and rename
         with contextlib.suppress(OSError):

@@ -143,8 +143,13 @@ def _schemas() -> dict:
                           "description": "the question's words found in the passage"},
                 "score": {"type": "number", "description": "fused ranking score"},
                 "confidence": {"type": "number", "minimum": 0, "maximum": 1,
-                               "description": "share of the question's weighted words the "
-                                              "passage holds"},
+                               "description": "the probability that this passage answers "
+                                              "the question, from a calibrated model over "
+                                              "evidence (coverage of the question's words, "
+                                              "its numbers, grades, phases, years, places "
+                                              "present or missing, an answer of the asked "
+                                              "kind); `answerable` is the top passage's "
+                                              "confidence reaching QA_MIN_CONFIDENCE"},
                 "citation": {"$ref": _REF + "Citation"},
                 "retrievers": {
                     "type": "object",
