@@ -13,15 +13,7 @@ import numpy as np
 from .config import Settings
 from .encoders import Encoder, embed_passages, identity
 from .errors import IndexCorrupt, IndexMismatch, IndexMissing, IndexWriteFailed
-from .generations import (
-    check_sources,
-    current_generation,
-    new_manifest,
-    publish,
-    read_manifest,
-    write_source,
-    writer_lock,
-)
+from .generations import current_generation, new_manifest, publish, read_manifest, writer_lock
 from .ingest import (
     META_FIELDS,
     IngestError,
@@ -34,6 +26,7 @@ from .ingest import (
     scan,
 )
 from .segment import check_segments, fault, load_segment, write_segment
+from .sources import check_sources, write_source
 from .text import get_tokenizer
 
 

@@ -17,12 +17,12 @@ from . import __version__
 from .build import NothingToIndex, WriteReport, add, build, given_meta, reindex
 from .config import Settings, validate_admin_token
 from .evaluate import EvalFileError, evaluate, format_report, load_questions
-from .generations import check_sources
 from .generations import recover as recover_index
 from .index import Index, IndexCorrupt, IndexError_, current_generation, read_manifest
 from .ingest import IngestError, MetaError, parse_file, read_sidecar
 from .runtime import SearcherHolder, open_encoder
 from .search import QuestionError, validate_question
+from .sources import check_sources
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

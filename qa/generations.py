@@ -29,13 +29,13 @@ import numpy as np
 
 from . import __version__
 from .errors import IndexCorrupt, IndexLocked, IndexLost, IndexMismatch, IndexMissing
-from .segment import check_segments, fault, sha256_file, write_atomic
+from .segment import check_segments, fault, write_atomic
+from .sources import SOURCES, drop_unnamed
 
 FORMAT = 3  # 2: memory-mapped lexical arrays with 64-bit term keys; 3: + sealed manifests
 HIGH_WATER = "LAST_GENERATION"  # the highest generation number ever handed out
 PUBLISHED = "LAST_PUBLISHED"  # the newest generation ever published (or recovered to)
 QUARANTINE = "quarantine"  # manifests `qa recover` set aside: their data is kept, not served
-SOURCES = "sources"  # every published issue file, byte for byte, named by its sha256
 
 
 def library_versions() -> dict[str, str]:
@@ -202,45 +202,9 @@ def new_manifest(root: Path, *, tokenizer: str, model: str | None, dim: int | No
     })
 
 
-# ---------------------------------------------------------------- the source archive
-
-def source_name(sha256: str) -> str:
-    """Where an issue's source is kept, relative to the index directory."""
-    return f"{SOURCES}/{sha256}.txt"
-
-
-def write_source(root: Path, sha256: str, data: bytes) -> str:
-    """Keep an issue file's bytes (under the writer lock, before the manifest that names them
-    is written): written atomically and fsynced; one copy per content. Returns its name."""
-    name = source_name(sha256)
-    path = root / name
-    if path.is_file() and path.stat().st_size == len(data):
-        return name  # content-addressed: the same bytes are already kept
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fault("source-write")
-    write_atomic(path, data)
-    return name
-
-
-def check_sources(root: Path, manifest: dict, check_sha: bool = True) -> list[str]:
-    """What is wrong with the kept sources of a generation's issues (empty when all is well)."""
-    problems = []
-    for file, entry in sorted(manifest["issues"].items()):
-        name = entry.get("source")
-        if not name:
-            problems.append(f"{file}: no source kept (added before sources were kept; `qa add` "
-                            "its file again to keep it)")
-            continue
-        path = root / name
-        if not path.is_file():
-            problems.append(f"{file}: its source {name} is missing")
-        elif check_sha and sha256_file(path) != entry["sha256"]:
-            problems.append(f"{file}: its source {name} does not match its checksum")
-    return problems
-
-
 def _drop_orphan_sources(root: Path) -> None:
-    # A source stays while any generation on disk names it: `qa recover` may go back to one.
+    # A source stays while any generation on disk (or in quarantine) names it: `qa recover`
+    # may go back to one.
     live: set[str] = set()
     for path in _kept_manifests(root):
         try:
@@ -248,9 +212,7 @@ def _drop_orphan_sources(root: Path) -> None:
             live.update(i["source"] for i in m["issues"].values() if i.get("source"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return  # an unreadable manifest may name any source: delete nothing
-    for path in (root / SOURCES).glob("*.txt"):
-        if f"{SOURCES}/{path.name}" not in live:
-            path.unlink(missing_ok=True)
+    drop_unnamed(root, live)
 
 
 # ---------------------------------------------------------------- the writer
