@@ -26,7 +26,7 @@ from .ingest import (
     scan,
 )
 from .segment import check_segments, fault, load_segment, write_segment
-from .sources import check_sources, write_source
+from .sources import check_sources, kept_intact, write_source
 from .text import get_tokenizer
 
 
@@ -296,6 +296,10 @@ def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None
                 else:
                     if not old.get("source"):
                         archive_only.append(issue)
+                    elif not kept_intact(root, old["source"], issue.sha256):
+                        # the same bytes again: the kept copy the manifest names is repaired
+                        # in place, nothing else changes
+                        write_source(root, issue.sha256, issue.raw)
                     outcomes.append(FileOutcome(issue.file, "unchanged", n))
                 continue
             if old and not replace:

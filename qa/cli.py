@@ -265,13 +265,21 @@ Examples:
 def reindex_cmd(settings: Settings, require_model: bool, as_json: bool) -> None:
     """Rebuild the published archive from its kept sources into a new generation.
 
-    The same issues with the same metadata, parsed and embedded afresh with the configured
-    model; the original files are not needed."""
+    The same issues with the same metadata, parsed and embedded afresh with the index's own
+    model (or the one --model / QA_MODEL names: how to move an archive to another model); the
+    original files are not needed."""
     try:
-        read_manifest(Path(settings.index_dir))
+        base = read_manifest(Path(settings.index_dir))
     except IndexError_ as exc:
         raise _fail(exc) from None
+    if click.get_current_context().find_root().params.get("model") is None:
+        # no model asked for: keep the archive's, never switch it to the default silently
+        settings = settings.with_(model=base["model"] or "none")
     encoder = _require_model(settings) if require_model else _write_encoder(settings)
+    if encoder is None and base["model"] and settings.dense_enabled:
+        raise click.ClickException(
+            f"{base['model']} cannot be loaded, and rebuilding without it would drop dense "
+            "search; load it, or pass --model none to rebuild lexical only")
     try:
         report = reindex(settings, encoder, progress=not as_json)
     except (NothingToIndex, IndexError_) as exc:

@@ -19,6 +19,7 @@ generation whole and answering. Writing generations lives in generations.py.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +50,7 @@ from .segment import Segment, load_segment
 from .text import get_tokenizer
 
 if TYPE_CHECKING:
+    from .dense import DenseSegment
     from .filters import Filters
 
 __all__ = ["FORMAT", "Index", "IndexCorrupt", "IndexError_", "IndexLocked", "IndexLost",
@@ -57,6 +59,10 @@ __all__ = ["FORMAT", "Index", "IndexCorrupt", "IndexError_", "IndexLocked", "Ind
 
 VERIFY_ALL_BYTES = 256 * 1024 * 1024  # below this total, load() checks every file's sha256
 MASK_CACHE = 32  # filter masks an Index keeps (one bool per passage each)
+# A filter that leaves at most this many passages of a segment is searched exactly over their
+# vectors: HNSW with a selector walks a graph mostly made of excluded nodes and returned as few
+# as 1 of 10 asked for with 30 allowed among 60,000.
+FILTER_EXACT_MAX = 50_000
 
 @dataclass
 class Index:
@@ -78,6 +84,7 @@ class Index:
                                                               strict=True) for st in seg.stories]
         self._story_starts = np.asarray(starts, dtype=np.int64)
         self._masks: dict[Filters, np.ndarray] = {}
+        self._masks_lock = threading.Lock()  # MCP over HTTP asks from several threads
 
     @classmethod
     def load(cls, root: str | Path, generation: str | None = None,
@@ -149,8 +156,10 @@ class Index:
         issues that match, and a mask is cached per filter."""
         if not filters:
             return None
-        if filters in self._masks:
-            return self._masks[filters]
+        with self._masks_lock:
+            cached = self._masks.get(filters)
+        if cached is not None:
+            return cached
         files = {f for f, entry in self.manifest["issues"].items() if filters.matches(entry)}
         mask = np.zeros(self.n_passages, dtype=bool)
         for seg, base in zip(self.segments, self.offsets[:-1], strict=True):
@@ -158,9 +167,10 @@ class Index:
                 if st["file"] in files:
                     start = int(base) + st["start"]
                     mask[start:start + st["count"]] = True
-        if len(self._masks) >= MASK_CACHE:
-            self._masks.pop(next(iter(self._masks)))
-        self._masks[filters] = mask
+        with self._masks_lock:
+            if len(self._masks) >= MASK_CACHE:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[filters] = mask
         return mask
 
     def dense_search(self, query: np.ndarray, k: int,
@@ -175,7 +185,7 @@ class Index:
                 allowed = np.flatnonzero(mask[int(base):int(base) + seg.n]).astype(np.int64)
                 if allowed.size == 0:
                     continue
-                i, s = _search_among(seg.dense.index, query, min(k, allowed.size), allowed)
+                i, s = _search_among(seg.dense, query, min(k, allowed.size), allowed)
             else:
                 i, s = seg.dense.search(query, min(k, seg.n))
             ids.append(i + base)
@@ -187,13 +197,20 @@ class Index:
         return all_ids[order], all_scores[order]
 
 
-def _search_among(index: faiss.Index, query: np.ndarray, k: int,
+def _search_among(dense: DenseSegment, query: np.ndarray, k: int,
                   allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # FAISS skips ids outside the selector while it searches (exact and HNSW alike), so a
-    # narrow filter still gets its k best instead of what survives of an unfiltered top k.
+    # Only the allowed passages compete, so a narrow filter still gets its k best instead of
+    # what survives of an unfiltered top k. Exact over their vectors when they are few enough
+    # (or the index is exact anyway); a FAISS selector with a wider HNSW beam otherwise.
+    index = dense.index
+    if allowed.size <= FILTER_EXACT_MAX or not isinstance(index, faiss.IndexHNSW):
+        sims = np.asarray(dense.vectors)[allowed] @ np.asarray(query, np.float32).reshape(-1)
+        top = np.argsort(-sims, kind="stable")[:k]
+        return allowed[top], sims[top].astype(np.float32)
     selector = faiss.IDSelectorBatch(allowed)
-    params = (faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
-              if isinstance(index, faiss.IndexHNSW) else faiss.SearchParameters(sel=selector))
+    share = allowed.size / max(1, index.ntotal)
+    ef = int(min(4096, max(index.hnsw.efSearch, k / share)))
+    params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
     scores, ids = index.search(np.ascontiguousarray(query.reshape(1, -1), np.float32), k,
                                params=params)
     keep = ids[0] >= 0

@@ -194,9 +194,12 @@ def read_sidecar(path: Path) -> dict | None:
         raise MetaError(f"{side.name}: unknown field(s) {', '.join(unknown)}; it may hold "
                         "paper, date, edition")
     try:
-        return clean_meta(obj.get("paper"), obj.get("date"), obj.get("edition"))
+        cleaned = clean_meta(obj.get("paper"), obj.get("date"), obj.get("edition"))
     except MetaError as exc:
         raise MetaError(f"{side.name}: {exc}") from None
+    # only the fields the sidecar names: one it leaves out keeps what the archive holds (an
+    # explicit null or "" clears it)
+    return {k: v for k, v in cleaned.items() if k in obj}
 
 
 # ---------------------------------------------------------------- line classification

@@ -204,17 +204,24 @@ def build_server(settings: Settings, holder: SearcherHolder | None = None) -> MC
     return server
 
 
+_LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+_LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
 def _security(settings: Settings, host: str) -> TransportSecuritySettings | None:
-    # The SDK checks Host/Origin (DNS rebinding) on loopback by itself; on another address
-    # the public URL's host is what a legitimate client sends.
-    if host in LOOPBACK:
-        return None
+    # Host/Origin checks against DNS rebinding. On loopback the SDK's own defaults hold (only
+    # loopback names), plus the public URL's host: a reverse proxy in front that keeps the
+    # Host header sends that one. On another address only the public URL's host is accepted;
+    # with none configured the check is off (the tools are read-only; the README says so).
     public = urlsplit(settings.public_url.strip())
     if not public.netloc:
-        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    origin = f"{public.scheme}://{public.netloc}"
-    return TransportSecuritySettings(allowed_hosts=[public.netloc, f"{public.hostname}:*"],
-                                     allowed_origins=[origin])
+        return None if host in LOOPBACK else TransportSecuritySettings(
+            enable_dns_rebinding_protection=False)
+    hosts = [public.netloc, f"{public.hostname}:*"]
+    origins = [f"{public.scheme}://{public.netloc}"]
+    if host in LOOPBACK:
+        hosts, origins = _LOOPBACK_HOSTS + hosts, _LOOPBACK_ORIGINS + origins
+    return TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)
 
 
 @contextmanager

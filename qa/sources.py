@@ -23,13 +23,20 @@ def write_source(root: Path, sha256: str, data: bytes) -> str:
     """Keep an issue file's bytes (under the writer lock, before the manifest that names them
     is written): written atomically and fsynced; one copy per content. Returns its name."""
     name = source_name(sha256)
-    path = root / name
-    if path.is_file() and path.stat().st_size == len(data):
-        return name  # content-addressed: the same bytes are already kept
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fault("source-write")
-    write_atomic(path, data)
+    if not kept_intact(root, name, sha256):  # a lost or damaged copy is written again
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fault("source-write")
+        write_atomic(path, data)
     return name
+
+
+def kept_intact(root: Path, name: str, sha256: str) -> bool:
+    """Whether the kept source `name` is there and holds exactly the bytes of `sha256`."""
+    try:
+        return (root / name).is_file() and sha256_file(root / name) == sha256
+    except OSError:
+        return False
 
 
 def check_sources(root: Path, manifest: dict, check_sha: bool = True) -> list[str]:

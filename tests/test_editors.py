@@ -18,7 +18,7 @@ import pytest
 
 from qa import __version__
 from qa.api_schema import answer_json, issue_json
-from qa.build import SourcesMissing, add, build, reindex
+from qa.build import SourcesMissing, add, build, given_meta, reindex
 from qa.cli import cli
 from qa.filters import FilterError, Filters, matches, parse_filters
 from qa.generations import generation_names, manifest_checksum
@@ -506,3 +506,86 @@ def test_a_busy_port_is_one_line(built, qa):
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: 127.0.0.1:{port} is already in use (another `qa "
                                      "serve`?); stop it or pass --port")
+
+
+def test_reindex_keeps_the_archives_model_unless_asked(settings):
+    from click.testing import CliRunner
+
+    from qa.cli import cli
+
+    build([CORPUS], settings, None)  # lexical only
+    env = {"QA_INDEX_DIR": settings.index_dir, "QA_MODEL": None}  # no model asked for
+    result = CliRunner().invoke(cli, ["reindex"], env=env)
+    assert result.exit_code == 0, result.output
+    assert Index.load(settings.index_dir).manifest["model"] is None  # not the default e5
+
+
+def test_a_sidecar_naming_one_field_keeps_the_others(settings, tmp_path):
+    f = tmp_path / "a_2024-01.txt"
+    f.write_bytes((CORPUS / "a_2024-01.txt").read_bytes())
+    build([CORPUS / "b_2024-02.txt"], settings, None)
+    add([f], settings, None, meta=given_meta("台州日报", "2024-03-01", "A3"))
+    (tmp_path / "a_2024-01.txt.meta.json").write_text('{"edition": "A5"}', "utf-8")
+    add([f], settings, None)
+    meta = Index.load(settings.index_dir).manifest["issues"]["a_2024-01.txt"]
+    assert (meta["paper"], meta["date"], meta["edition"]) == ("台州日报", "2024-03-01", "A5")
+
+
+@pytest.mark.parametrize("damage", ["deleted", "flipped"])
+def test_adding_the_file_again_repairs_a_lost_or_damaged_kept_source(settings, damage):
+    build([CORPUS], settings, None)
+    root = Path(settings.index_dir)
+    entry = Index.load(root).manifest["issues"]["a_2024-01.txt"]
+    kept = root / entry["source"]
+    if damage == "deleted":
+        kept.unlink()
+    else:
+        kept.write_bytes(b"x" + kept.read_bytes()[1:])
+    report = add([CORPUS / "a_2024-01.txt"], settings, None)
+    assert [(o.file, o.status) for o in report.outcomes] == [("a_2024-01.txt", "unchanged")]
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == entry["sha256"]
+    assert reindex(settings, None).generation == "gen-000002"
+
+
+def test_a_narrow_filter_on_an_hnsw_segment_gets_its_k_best():
+    # HNSW with a selector walked a graph of excluded nodes and returned 1-6 of 10
+    from qa.dense import build_dense, load_dense
+    from qa.index import _search_among
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_dense(Path(tmp), vectors, exact_max=100)  # HNSW above 100 passages
+        dense = load_dense(Path(tmp))
+        allowed = np.sort(rng.choice(3000, 30, replace=False)).astype(np.int64)
+        query = vectors[allowed[0]] + 0.1 * vectors[allowed[1]]
+        ids, _ = _search_among(dense, query, 10, allowed)
+    exact = allowed[np.argsort(-(vectors[allowed] @ query), kind="stable")[:10]]
+    assert ids.tolist() == exact.tolist()
+
+
+def test_filter_masks_are_safe_to_build_from_several_threads(settings):
+    import threading
+
+    from qa.filters import parse_filters
+
+    build([CORPUS], settings, None)
+    index = Index.load(settings.index_dir)
+    errors = []
+
+    def work(n: int) -> None:
+        try:
+            for day in range(1, 29):
+                index.passage_mask(parse_filters({"date_from": f"2024-0{n}-{day:02d}"}))
+        except Exception as exc:  # noqa: BLE001 - any error is the failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -271,3 +271,16 @@ def test_mcp_module_help_runs():
     r = subprocess.run([sys.executable, "-m", "qa.mcp", "--help"], cwd=str(ROOT),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--http" in r.stdout
+
+
+def test_a_proxy_keeping_the_public_host_reaches_a_loopback_mcp_server():
+    # behind Caddy or nginx (proxy_set_header Host $host) the Host is the public one
+    from qa.config import Settings
+    from qa.mcp import _security
+
+    loop = _security(Settings(public_url="https://qa.example.org"), "127.0.0.1")
+    assert "qa.example.org" in loop.allowed_hosts and "127.0.0.1:*" in loop.allowed_hosts
+    assert "https://qa.example.org" in loop.allowed_origins
+    assert _security(Settings(public_url=""), "127.0.0.1") is None  # the SDK's loopback default
+    wide = _security(Settings(public_url="https://qa.example.org"), "0.0.0.0")
+    assert wide.allowed_hosts == ["qa.example.org", "qa.example.org:*"]

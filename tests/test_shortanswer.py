@@ -135,3 +135,10 @@ def test_offsets_hold_when_folding_changes_lengths():
     passage = "ﬁİ 培训班共有180名学员。"
     start, end = short_answer("培训班有多少学员?", passage)
     assert passage[start:end] == "180名"
+
+
+def test_a_refused_result_shows_no_answer_in_bold(client):
+    # "no confident answer" must not look like one: nothing bold, no 答案 line
+    html = client.get("/", query_string={"q": "老街引入了哪些外国餐厅和咖啡馆?"}).get_data(as_text=True)
+    assert "没有找到有把握的答案" in html
+    assert 'class="short"' not in html and "答案：" not in html

@@ -172,9 +172,10 @@ def index():
         except QuestionError as exc:
             ctx["error"] = _question_error(exc, q)
             status = 400
-        except FilterError:
+        except FilterError as exc:
+            # the date rule in Chinese when a date is at fault, else what was wrong
             ctx["error"] = ("筛选条件有误：日期请按 2024-03-05 的格式填写，开始日期不能晚于"
-                            "结束日期。")
+                            "结束日期。" if "date" in str(exc) else f"筛选条件有误：{exc}")
             status = 400
     return render_template("index.html", **ctx), status
 
