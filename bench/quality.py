@@ -161,6 +161,9 @@ def _cell(report: dict, key: str) -> str:
         return f"{u['refused']:.3f}/{u['n']}" if u["n"] else "-"
     if key == "false_refusal":
         return f"{report['false_refusal']:.4f}"
+    if key.startswith("short_"):  # EM, char F1, highlight holds it: over questions with `short`
+        sh = report.get("short") or {}
+        return f"{sh[key[6:]]:.3f}" if sh.get("n") else "-"
     return f"{report[key]:.3f}"
 
 
@@ -168,7 +171,9 @@ def table(results: dict) -> str:
     """The figures side by side: one column per (set, mode)."""
     rows = [("answerable n", "n"), ("recall@1", "recall@1"), ("recall@5", "recall@5"),
             ("MRR@10", "mrr@10"), ("paraphrase recall@1", "paraphrase"),
-            ("unanswerable refused", "refused"), ("answerable wrongly refused", "false_refusal")]
+            ("unanswerable refused", "refused"), ("answerable wrongly refused", "false_refusal"),
+            ("short answer EM", "short_em"), ("short answer char F1", "short_f1"),
+            ("highlight holds the answer", "short_highlight_contains")]
     cols = [(s, m) for s in results for m in results[s]]
     width = 13
     lines = [f"{'':28}" + "".join(f"{s:>{width}}" for s, _ in cols),

@@ -24,7 +24,6 @@ import re
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -33,24 +32,8 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 CMRC = SHARED / "ext" / "cmrc2018"
 
-_NORMALISE = re.compile(r"[\s“”‘’\"'《》「」()（）]")
-
-
-def normalise(text: str) -> str:
-    """The eval's comparison form of a short answer."""
-    text = _NORMALISE.sub("", text)
-    return text[:-1] if text.endswith("等") else text
-
-
-def char_f1(got: str, gold: str) -> float:
-    """Character F1 of two normalised strings (shared characters as multisets)."""
-    if not got or not gold:
-        return float(got == gold)
-    common = sum((Counter(got) & Counter(gold)).values())
-    if not common:
-        return 0.0
-    p, r = common / len(got), common / len(gold)
-    return 2 * p * r / (p + r)
+from qa.evaluate import char_f1  # noqa: E402 - after the sys.path line
+from qa.evaluate import normalise_short as normalise  # noqa: E402
 
 
 def is_train(qid: str) -> bool:

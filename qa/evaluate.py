@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .search import Result, Searcher
 from .text import strip_ws
 
 KS = (1, 5, 10)
+_SHORT_NOISE = re.compile(r"[\s“”‘’\"'《》「」()（）]")  # ../shared/eval/README.md
+
+
+def normalise_short(text: str) -> str:
+    """A short answer's comparison form: no whitespace, quotes or brackets, no trailing 等."""
+    text = _SHORT_NOISE.sub("", text)
+    return text[:-1] if text.endswith("等") else text
+
+
+def char_f1(got: str, gold: str) -> float:
+    """Character F1 of two normalised strings (shared characters as multisets)."""
+    if not got or not gold:
+        return float(got == gold)
+    common = sum((Counter(got) & Counter(gold)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(got), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
 
 
 class EvalFileError(ValueError):
@@ -75,6 +94,7 @@ def evaluate(searcher: Searcher, questions: list[dict]) -> dict:
     latencies = []
     # per question: the top passage's probability and whether it holds the answer (reliability)
     calibration: list[dict] = []
+    shorts: list[tuple[bool, float, bool]] = []  # (exact match, char F1, highlight holds it)
     for q in questions:
         result = searcher.ask(q["question"], top_k=10)
         latencies.append(result.took_ms)
@@ -91,6 +111,13 @@ def evaluate(searcher: Searcher, questions: list[dict]) -> dict:
                                "why": "answered an unanswerable question",
                                "got": top and _cite(top)})
             continue
+        if q.get("short"):  # a refused or missing short answer scores 0
+            gold = normalise_short(q["short"])
+            first = result.answers[0] if result.answers else None
+            got = (normalise_short(first.record["text"][first.short[0]:first.short[1]])
+                   if result.answerable and first and first.short else "")
+            shorts.append((got == gold, char_f1(got, gold) if got else 0.0,
+                           bool(first) and strip_ws(q["short"]) in strip_ws(first.highlight)))
         rank = hit_rank(q, result)
         ranks.append(rank)
         by_type[q["type"]].append(rank)
@@ -106,6 +133,12 @@ def evaluate(searcher: Searcher, questions: list[dict]) -> dict:
     report["unanswerable"] = {"n": unanswerable,
                               "refused": round(refused / unanswerable, 4) if unanswerable else 0.0}
     report["false_refusal"] = round(false_refusals / len(ranks), 4) if ranks else 0.0
+    n = len(shorts)
+    report["short"] = {"n": n,
+                       "em": round(sum(e for e, _, _ in shorts) / n, 4) if n else 0.0,
+                       "f1": round(sum(f for _, f, _ in shorts) / n, 4) if n else 0.0,
+                       "highlight_contains": round(sum(h for _, _, h in shorts) / n, 4)
+                       if n else 0.0}
     report["mode"] = searcher.mode
     report["generation"] = searcher.index.generation
     latencies.sort()
@@ -127,6 +160,10 @@ def format_report(report: dict) -> str:
     u = report["unanswerable"]
     lines.append(f"unanswerable refused: {u['refused']:.3f} of {u['n']}; "
                  f"answerable wrongly refused: {report['false_refusal']:.3f}")
+    sh = report["short"]
+    if sh["n"]:
+        lines.append(f"short answers ({sh['n']} with a gold `short`): EM {sh['em']:.3f}, "
+                     f"char F1 {sh['f1']:.3f}, highlight holds it {sh['highlight_contains']:.3f}")
     lines.append(f"query latency p50: {report['query_ms_p50']:.1f} ms")
     if report["misses"]:
         lines.append("misses:")

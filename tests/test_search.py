@@ -271,3 +271,26 @@ def test_dense_weight_shapes_the_fusion(settings, stand_in_encoder, stand_in_mod
     # with the dense ranking weighted 0, fusion keeps the lexical order exactly
     lex_ids = [a.passage_id for a in lexical_only.answers]
     assert [a.passage_id for a in lexical_first.answers][: len(lex_ids)] == lex_ids
+
+
+def test_short_answer_scoring_follows_the_eval_readme():
+    from qa.evaluate import char_f1, normalise_short
+
+    assert normalise_short(" “竹编、米酒等” ") == "竹编、米酒"
+    assert normalise_short("《梦回越王》") == "梦回越王"
+    assert char_f1("261名", "261名") == 1.0
+    assert char_f1("261", "261名") == pytest.approx(2 * 1 * 0.75 / 1.75)
+    assert char_f1("", "261名") == 0.0
+
+
+def test_eval_reports_short_answers(built, settings):
+    from qa.evaluate import evaluate
+
+    questions = [
+        {"id": "s1", "question": "稻鱼米每斤卖多少钱?", "file": "b_2024-02.txt",
+         "answer": "稻鱼米每斤售价12元", "short": "12元", "type": "numeric"},
+        {"id": "s2", "question": "老街引入了哪些非遗工坊?", "file": "a_2024-01.txt",
+         "answer": "引入了竹编、米酒等非遗工坊", "short": "竹编、米酒等", "type": "entity"},
+    ]
+    report = evaluate(Searcher(built, None, settings), questions)
+    assert report["short"] == {"n": 2, "em": 1.0, "f1": 1.0, "highlight_contains": 1.0}
