@@ -12,7 +12,9 @@ on other paragraphs of the seeds, each batch before it was first scored; seeds-r
 (ids r…) was written the way readers reword questions before the model first scored it; CMRC
 2018 is encyclopaedia text, a check that nothing is news-specific. seeds-reworded2 (ids a…) and
 seeds-nearmiss (ids n…, all unanswerable: one detail of a real fact changed) were written before
-the answerability model was first scored, and are never fitted on. cmrc-val is the validation
+the answerability model was first scored, and are never fitted on; seeds-fresh (ids f…,
+25 reworded, 20 near-miss) was written blind after every change to ranking and answers, as
+the test of them. cmrc-val is the validation
 split of `python -m qa.fit` (CMRC questions it never fitted on); `--cmrc-all` scores all of CMRC.
 After the table: the reliability of `confidence` on the validation split (CMRC, dev and team
 questions the model was not fitted on): predicted probability against observed share of top
@@ -44,6 +46,7 @@ SETS = [  # name, issue files, question file
     ("reworded", ROOT / "seeds", QUESTIONS / "seeds-reworded.jsonl"),
     ("reworded2", ROOT / "seeds", QUESTIONS / "seeds-reworded2.jsonl"),
     ("nearmiss", ROOT / "seeds", QUESTIONS / "seeds-nearmiss.jsonl"),
+    ("fresh", ROOT / "seeds", QUESTIONS / "seeds-fresh.jsonl"),
     ("cmrc-val", CMRC / "issues", CMRC / "questions.jsonl"),
 ]
 FITTED_ON = ("dev", "team", "cmrc-val")  # sets whose questions qa.fit split into train / val

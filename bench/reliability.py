@@ -35,6 +35,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from qa.generations import current_generation  # noqa: E402 - after the sys.path line
+
 QA = [sys.executable, "-m", "qa.cli"]
 STAGES = ["segment-write", "segment-written", "manifest-written", "collect-garbage"]
 RATE = 30
@@ -56,13 +60,6 @@ def _issue(work: Path, n: int) -> Path:
     return path
 
 
-def _generation(index: Path) -> str | None:
-    try:
-        return (index / "CURRENT").read_text("utf-8").strip() or None
-    except FileNotFoundError:
-        return None
-
-
 def kill_campaign(work: Path, kills: int) -> tuple[int, int, list[str]]:
     """Kill writers at random moments and at every stage; check the archive after each."""
     index = work / "kill-index"
@@ -74,7 +71,7 @@ def kill_campaign(work: Path, kills: int) -> tuple[int, int, list[str]]:
     failures = []
     plans = [("stage", s) for s in STAGES] + [("random", None)] * kills
     for n, (kind, stage) in enumerate(plans, 1):
-        before = _generation(index)
+        before = current_generation(index)
         issue = _issue(work, n)
         extra = {"QA_FAULT_INJECT": stage} if stage else {}
         proc = subprocess.Popen([*QA, "add", str(issue)], env=_env(index, **extra), cwd=ROOT,
@@ -85,7 +82,7 @@ def kill_campaign(work: Path, kills: int) -> tuple[int, int, list[str]]:
         proc.wait(timeout=300)
         tried += 1
         verify = _qa(index, "verify")
-        after = _generation(index)
+        after = current_generation(index)
         info = json.loads(_qa(index, "info", "--json").stdout or "{}")
         whole = after == before or issue.name in info.get("files", [])
         if verify.returncode == 0 and whole:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ CMRC = SHARED / "ext" / "cmrc2018"
 
 from qa.evaluate import char_f1  # noqa: E402 - after the sys.path line
 from qa.evaluate import normalise_short as normalise  # noqa: E402
+from qa.text import strip_ws  # noqa: E402
 
 
 def is_train(qid: str) -> bool:
@@ -46,13 +46,9 @@ def _load(path: Path) -> list[dict]:
             if line.strip()]
 
 
-def _strip(text: str) -> str:
-    return re.sub(r"\s+", "", text)
-
-
 def _gold_passage(by_file: dict[str, list[dict]], q: dict) -> dict | None:
-    want = _strip(q["answer"])
-    return next((r for r in by_file.get(q["file"], []) if want in _strip(r["text"])), None)
+    want = strip_ws(q["answer"])
+    return next((r for r in by_file.get(q["file"], []) if want in strip_ws(r["text"])), None)
 
 
 def _score(rows: list[tuple[str | None, str, bool]]) -> dict:

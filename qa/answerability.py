@@ -32,6 +32,7 @@ import numpy as np
 
 from .answertype import AnswerType, expected_answer, supports
 from .errors import IndexError_
+from .fusion import coverage
 from .text import fold, strip_ws
 
 FORMAT = "qa-answerability/1"
@@ -120,7 +121,6 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # administrative or recognition levels: "省级" where the archive says "市级" is a near-miss
 _LEVEL = re.compile(r"国家级|省级|市级|区级|县级|全国|全省|全市|全区")
 _QUOTED = re.compile(r"“([^”]{2,30})”|《([^》]{1,30})》|\"([^\"]{2,30})\"|「([^」]{2,30})」")
-_NAME_FLAGS = ("nr", "ns", "nt", "nz")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -201,11 +201,16 @@ def _fuzzy_in(needle: str, text: str) -> bool:
     return sum(g in text for g in grams) >= len(grams) - 2
 
 
+@functools.lru_cache(maxsize=1024)
+def _whole_number(form: str) -> re.Pattern[str]:
+    # compiled once per number form: this runs per passage and constraint on every query
+    return re.compile(rf"(?<![0-9])(?<![0-9]\.){re.escape(form)}(?![0-9])")
+
+
 def stated(c: Constraint, text: str) -> bool:
     """Whether text (folded, whitespace removed) states the constraint in one of its forms."""
     if c.kind == "number":  # 60 must not match inside 160 or 2060 (nor 45 inside 1.45)
-        return any(re.search(rf"(?<![0-9])(?<![0-9]\.){re.escape(f)}(?![0-9])", text)
-                   for f in c.forms)
+        return any(_whole_number(f).search(text) for f in c.forms)
     if c.kind == "quoted":
         return any(_fuzzy_in(f, text) for f in c.forms)
     return any(f in text for f in c.forms)
@@ -232,11 +237,6 @@ def question_evidence(question: str, weights: Mapping[str, float], max_idf: floa
                             expected_answer(question), dict(gram_weights))
 
 
-def _share(weights: Mapping[str, float], found: Collection[str]) -> float:
-    total = sum(weights.values())
-    return sum(w for t, w in weights.items() if t in found) / total if total > 0 else 0.0
-
-
 def passage_features(ev: QuestionEvidence, passage: str, story: str, present: Collection[str],
                      sentence: str, has_short: bool, score: float, top_score: float,
                      other_story_score: float, dense: float | None = None) -> np.ndarray:
@@ -257,15 +257,17 @@ def passage_features(ev: QuestionEvidence, passage: str, story: str, present: Co
     missing_idf = max((w for t, w in ev.weights.items()
                        if t not in story_terms and not t.startswith("§")), default=0.0)
     n = len(ev.constraints)
-    miss_p = sum(not stated(c, p) for c in ev.constraints)
-    lacking = [c for c in ev.constraints if not stated(c, p) and not stated(c, st)]
+    in_passage = [stated(c, p) for c in ev.constraints]
+    miss_p = in_passage.count(False)
+    lacking = [c for c, here in zip(ev.constraints, in_passage, strict=True)
+               if not here and not stated(c, st)]
     miss_names = sum(c.kind == "name" for c in lacking)
     top = top_score if top_score > 0 else 1.0
     total_idf = sum(ev.weights.values())
     return np.array([
-        _share(ev.weights, present),
+        coverage(ev.weights, present),
         cov_sentence,
-        _share(ev.weights, story_terms),
+        coverage(ev.weights, story_terms),
         missing_idf / ev.max_idf if ev.max_idf > 0 else 0.0,
         float(n),
         float(miss_p),

@@ -1,4 +1,5 @@
-"""Index errors a user must act on: missing, corrupt, lost, mismatched, locked, unwritable."""
+"""Index errors a user must act on (missing, corrupt, lost, mismatched, locked, unwritable), and
+the HTTP error vocabulary every server path shares."""
 
 from __future__ import annotations
 
@@ -29,3 +30,18 @@ class IndexLost(IndexCorrupt):
 
 class IndexWriteFailed(IndexError_):
     """A write failed at the operating system (disk full, read-only, I/O); nothing published."""
+
+
+# The JSON envelope's "type" per HTTP status and the security headers, for the app and for the
+# errors gunicorn answers itself (qa/serve.py): here, free of Flask, so the gunicorn master can
+# use them before gevent patches anything.
+ERROR_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
+               414: "uri_too_long", 417: "expectation_failed", 429: "rate_limited",
+               431: "headers_too_large", 500: "internal_error", 501: "not_implemented",
+               503: "not_ready"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
+                                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin"}

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -65,8 +66,12 @@ def last_published(root: Path) -> str | None:
     return _read(root / PUBLISHED) or None
 
 
-def _number(name: str | None) -> int:
-    return int(name[4:]) if name and name.startswith("gen-") and name[4:].isdigit() else 0
+GENERATION_NAME = re.compile(r"^gen-\d{6,12}\Z")  # bounded: int() of 5,000 digits would raise
+
+
+def generation_number(name: str | None) -> int:
+    """The number in gen-NNNNNN (names only grow: larger is newer); 0 for anything else."""
+    return int(name[4:]) if name and GENERATION_NAME.match(name) else 0
 
 
 def _kept_manifests(root: Path) -> list[Path]:
@@ -143,10 +148,10 @@ def newest_verified(root: Path) -> tuple[str | None, dict[str, str]]:
 
     Manifests past the last publish were written by writers that died before publishing:
     they are never candidates."""
-    limit = _number(last_published(root)) or float("inf")
+    limit = generation_number(last_published(root)) or float("inf")
     failures: dict[str, str] = {}
     for name in reversed(generation_names(root)):
-        if _number(name) > limit:
+        if generation_number(name) > limit:
             continue
         try:
             verify_generation(root, name)
@@ -160,11 +165,8 @@ def newest_verified(root: Path) -> tuple[str | None, dict[str, str]]:
 
 def next_generation_name(root: Path) -> str:
     """gen-NNNNNN past every name ever handed out (manifests, CURRENT, the high-water mark)."""
-    nums = [int(n.split("-")[1]) for n in generation_names(root)]
-    for raw in (current_generation(root) or "", _read(root / HIGH_WATER)):
-        if raw.startswith("gen-") and raw[4:].isdigit():
-            nums.append(int(raw[4:]))
-    return f"gen-{max(nums, default=0) + 1:06d}"
+    names = [*generation_names(root), current_generation(root), _read(root / HIGH_WATER)]
+    return f"gen-{max(map(generation_number, names), default=0) + 1:06d}"
 
 
 def _read(path: Path) -> str:
@@ -264,7 +266,8 @@ def _refuse_lost_current(root: Path, rebuild: bool = False) -> None:
     if current is None and published is None and not generation_names(root):
         return
     names = generation_names(root)
-    if current in names and _number(current) < _number(published) and published in names:
+    if (current in names and published in names
+            and generation_number(current) < generation_number(published)):
         # CURRENT went back by hand: a writer would take the newer generations for
         # unpublished leftovers and delete them
         raise IndexLost(f"{root}: CURRENT names {current} but {published} was published after "
@@ -298,10 +301,11 @@ def clean_leftovers(root: Path) -> None:
     for pattern in (".*.tmp", "generations/.*.tmp", f"{SOURCES}/.*.tmp"):
         for tmp in root.glob(pattern):
             tmp.unlink(missing_ok=True)
-    cutoff = max(_number(current_generation(root)), _number(last_published(root)))
+    cutoff = max(generation_number(current_generation(root)),
+                 generation_number(last_published(root)))
     if cutoff:  # manifests past the last publish were never published
         for name in generation_names(root):
-            if _number(name) > cutoff:
+            if generation_number(name) > cutoff:
                 (root / "generations" / f"{name}.json").unlink(missing_ok=True)
     _drop_orphan_segments(root)
     _drop_orphan_sources(root)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from .config import Settings
 from .encoders import Encoder, EncoderUnavailable, canonical_model, load_encoder
+from .generations import GENERATION_NAME, generation_number
 from .index import Index, IndexMismatch, current_generation
 from .search import Searcher
 
 log = logging.getLogger(__name__)
-GENERATION_NAME = re.compile(r"^gen-\d{6,12}\Z")  # bounded: int() of 5,000 digits raises
 _ABS_PATH = re.compile(r"(?<![\w.:/])/[^\s'\":,;()]+")  # /a/b/c, not the // of a URL
 
 
@@ -23,11 +23,6 @@ def without_paths(text: str) -> str:
     """A message fit for anyone (healthz, the page footer): absolute paths cut to their last
     part; the whole message goes to the log."""
     return _ABS_PATH.sub(lambda m: "…/" + m.group().rstrip("/").rsplit("/", 1)[-1], text)
-
-
-def generation_number(name: str) -> int:
-    """The number in gen-NNNNNN (names only grow, so a larger number is a newer generation)."""
-    return int(name[4:])
 
 
 @dataclass

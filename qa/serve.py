@@ -4,6 +4,7 @@ many connections, so slow or stalled clients wait on the network without taking 
 from __future__ import annotations
 
 import contextlib
+from http import HTTPStatus
 from typing import Any
 
 import gevent
@@ -12,21 +13,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.ggevent import GeventWorker
 
 from .config import Settings
-
-# The same headers the app sets (kept literal here: importing qa.web would pull Flask into the
-# master before the fork, and gevent must patch first).
-SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
-                                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
-    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin"}
-ERROR_TYPES = {400: "bad_request", 403: "forbidden", 408: "request_timeout",
-               414: "uri_too_long", 417: "expectation_failed", 429: "rate_limited",
-               431: "headers_too_large", 500: "internal_error", 501: "not_implemented"}
-REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 414: "URI Too Long",
-           417: "Expectation Failed", 429: "Too Many Requests",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error",
-           501: "Not Implemented"}
+from .errors import ERROR_TYPES, SECURITY_HEADERS
 
 # What a reader's browser shows for gunicorn's own errors (as qa/web/ui.py's ERROR_TEXT).
 READER_ERRORS = {400: ("请求有误", "这个请求无法处理，请检查链接或重新提问。"),
@@ -41,6 +28,13 @@ def request_line_limit(max_question_chars: int) -> int:
     percent-encoded from up to 4 UTF-8 bytes (12 bytes), plus method, path, top_k and version.
     Gunicorn accepts at most 8190; longer questions still go through POST."""
     return min(8190, 12 * max_question_chars + 256)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def error_page(status: int, message: str, api: bool) -> bytes:
@@ -62,7 +56,7 @@ def error_page(status: int, message: str, api: bool) -> bytes:
                 '<p><a class="button" href="/">回到首页提问</a></p></section></main></body>'
                 "</html>").encode()
         kind = "text/html; charset=utf-8"
-    head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", "Connection: close",
+    head = [f"HTTP/1.1 {status} {_reason(status)}", "Connection: close",
             f"Content-Type: {kind}", f"Content-Length: {len(body)}",
             *(f"{k}: {v}" for k, v in SECURITY_HEADERS.items())]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body

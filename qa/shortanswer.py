@@ -454,7 +454,6 @@ def _person(a: Asked, sent: str, gap: _Gap | None) -> tuple[int, int] | None:
 
 # ---------------------------------------------------------------- the short answer
 
-_TYPED = {"quantity", "time", "person"}
 MAX_SENTENCES = 4  # the best sentence and the three next most like the question
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,14 @@ def app(built, settings):
 def client(app):
     """Flask's test client."""
     return app.test_client()
+
+
+def wait_for_job(client, job_id: str, headers: dict) -> dict:
+    """Poll an upload job until it is done or failed (20 s at most); its record."""
+    for _ in range(400):
+        r = client.get(f"/api/admin/jobs/{job_id}", headers=headers)
+        assert r.status_code == 200, r.json
+        if r.json["status"] in ("done", "failed"):
+            return r.json
+        time.sleep(0.05)
+    raise AssertionError(f"job stayed {r.json['status']}")

@@ -23,7 +23,7 @@ from qa.web import admin as admin_mod
 from qa.web import create_app
 from qa.web.admin import NAME_MAX_BYTES, safe_name
 
-from .conftest import CORPUS, EXTRA, ROOT
+from .conftest import CORPUS, EXTRA, ROOT, wait_for_job
 
 TOKEN = "k" * 32
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -95,13 +95,7 @@ def _app(settings, uploads: Path, **changes):
 
 
 def _wait(client, job_id: str) -> dict:
-    for _ in range(400):
-        r = client.get(f"/api/admin/jobs/{job_id}", headers=AUTH)
-        assert r.status_code == 200, r.json
-        if r.json["status"] in ("done", "failed"):
-            return r.json
-        time.sleep(0.05)
-    raise AssertionError(f"job stayed {r.json['status']}")
+    return wait_for_job(client, job_id, AUTH)
 
 
 def _post(client, files):

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from qa.index import Index, current_generation
 from qa.ingest import IngestError, parse_bytes
 from qa.search import Searcher
 
-from .conftest import CORPUS, EXTRA, ROOT
+from .conftest import CORPUS, EXTRA, ROOT, wait_for_job
 
 NEW = EXTRA / "c_2024-03.txt"
 META = {"paper": "台州日报", "date": "2024-03-05", "edition": "A3"}
@@ -421,12 +420,7 @@ def _upload(client, files, form=None, status=202):
     assert r.status_code == status, r.json
     if status != 202:
         return r.json
-    for _ in range(400):
-        job = client.get(f"/api/admin/jobs/{r.json['id']}", headers=AUTH).json
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError("the upload job did not finish")
+    return wait_for_job(client, r.json["id"], AUTH)
 
 
 def test_uploads_take_metadata_and_replace_fields(built, settings, tmp_path):

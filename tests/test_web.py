@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 from qa.build import add
 from qa.web import create_app
 
-from .conftest import CORPUS, EXTRA
+from .conftest import CORPUS, EXTRA, wait_for_job
 
 Q = "古籍修复体验课每期限报多少人?"
 
@@ -201,15 +201,6 @@ def admin(built, settings, tmp_path):
     return app, app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _wait(client, job_id, headers):
-    for _ in range(200):
-        job = client.get(f"/api/admin/jobs/{job_id}", headers=headers).json
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError("job did not finish")
-
-
 def test_admin_is_off_without_a_token(client):
     r = client.post("/api/admin/issues")
     assert r.status_code == 404 and "disabled" in r.json["error"]["message"]
@@ -232,7 +223,7 @@ def test_upload_adds_issues_and_the_service_moves_to_the_new_generation(admin, t
     r = client.post("/api/admin/issues", data={"files": files, "replace": "true"}, headers=auth,
                     content_type="multipart/form-data")
     assert r.status_code == 202 and r.json["status"] == "queued"
-    job = _wait(client, r.json["id"], auth)
+    job = wait_for_job(client, r.json["id"], auth)
     assert job["status"] == "done"
     outcome = {f["file"]: f["status"] for f in job["files"]}
     assert outcome == {"c_2024-03.txt": "added", "a_2024-01.txt": "unchanged",

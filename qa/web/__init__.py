@@ -19,19 +19,12 @@ from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream, get_input_stream
 
 from ..config import Settings
+from ..errors import ERROR_TYPES, SECURITY_HEADERS
 from ..runtime import SearcherHolder
 from .ratelimit import client_address, default_storage_uri, parse_networks
 
 log = logging.getLogger(__name__)
 
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-       "base-uri 'none'; frame-ancestors 'none'")
-SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                    "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
-ERROR_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
-               405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
-               414: "uri_too_long", 429: "rate_limited", 431: "headers_too_large",
-               500: "internal_error", 501: "not_implemented", 503: "not_ready"}
 UNLIMITED_PREFIXES = ("/healthz", "/static/")  # probes and the stylesheet are never counted
 
 

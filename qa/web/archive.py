@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..index import Index
 from ..search import Searcher
@@ -52,7 +52,7 @@ class Archive:
     papers: list[str] = field(default_factory=list)
     first_date: str | None = None
     last_date: str | None = None
-    examples: list[str] = field(default_factory=list)
+    examples: list[str] | None = None  # None until an empty page asks (they cost ~1 s)
 
 
 def date_text(date: str | None) -> str:
@@ -193,8 +193,9 @@ def example_questions(searcher: Searcher, n: int = EXAMPLES) -> list[str]:
     return picked
 
 
-def describe(searcher: Searcher) -> Archive:
-    """The archive summary of the searcher's generation (uncached: see ArchiveCache)."""
+def describe(searcher: Searcher, examples: bool = True) -> Archive:
+    """The archive summary of the searcher's generation (uncached: see ArchiveCache); the
+    example questions only when asked for, since each is verified by asking it."""
     index = searcher.index
     counts = index.manifest.get("counts", {})
     issues = _issue_meta(index)
@@ -206,7 +207,7 @@ def describe(searcher: Searcher) -> Archive:
         stories=counts.get("stories", sum(len(s.stories) for s in index.segments)),
         passages=index.n_passages, papers=papers,
         first_date=dates[0] if dates else None, last_date=dates[-1] if dates else None,
-        examples=example_questions(searcher))
+        examples=example_questions(searcher) if examples else None)
 
 
 def date_range(archive: Archive) -> str:
@@ -222,12 +223,18 @@ class ArchiveCache:
         self._lock = threading.Lock()
         self._held: Archive | None = None
 
-    def get(self, searcher: Searcher) -> Archive:
-        """The summary of this searcher's generation."""
+    def get(self, searcher: Searcher, examples: bool = False) -> Archive:
+        """The summary of this searcher's generation; with its example questions on request
+        (the empty page), so a result page never waits for them."""
         held = self._held
-        if held is not None and held.generation == searcher.index.generation:
+        if (held is not None and held.generation == searcher.index.generation
+                and (held.examples is not None or not examples)):
             return held
         with self._lock:  # one worker thread computes it; the others wait a moment
-            if self._held is None or self._held.generation != searcher.index.generation:
-                self._held = describe(searcher)
-            return self._held
+            held = self._held
+            if held is None or held.generation != searcher.index.generation:
+                held = describe(searcher, examples)
+            elif examples and held.examples is None:
+                held = replace(held, examples=example_questions(searcher))
+            self._held = held
+            return held

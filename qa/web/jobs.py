@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..segment import write_atomic
 
 JOB_HEARTBEAT = 15.0  # seconds between touches of a live job's record by its owner process
 JOB_STALE_AFTER = 120.0  # an owner on another host whose job record is older than this is gone
@@ -52,13 +53,7 @@ def _incoming(settings: Settings, job_id: str) -> Path:
 def _save_job(settings: Settings, job: dict) -> None:
     # a job record is a file so every worker process can answer GET /jobs/<id>; written whole and
     # renamed, so a reader or a crash sees the old record or the new one
-    path = _record(settings, job["id"])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(json.dumps(job, ensure_ascii=False).encode())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(_record(settings, job["id"]), json.dumps(job, ensure_ascii=False).encode())
 
 
 def _load(path: Path) -> tuple[dict | None, float]:

@@ -4,12 +4,10 @@ tools), /openapi-admin.json for editors' uploads (never imported into a bot by a
 from __future__ import annotations
 
 from .. import __version__
+from ..errors import ERROR_TYPES
 
 Q_EXAMPLE = "玉环市有几个国家4A级旅游景区?"
 FILE_EXAMPLE = "001_83ee49fea69f0aa9.txt"
-ERROR_TYPES = ["bad_request", "unauthorized", "not_found", "method_not_allowed",
-               "request_timeout", "payload_too_large", "uri_too_long", "rate_limited",
-               "headers_too_large", "internal_error", "not_implemented", "not_ready"]
 _REF = "#/components/schemas/"
 
 CITATION_EXAMPLE = {
@@ -37,7 +35,7 @@ def _json(schema: str, description: str, example: object = None) -> dict:
 
 
 def _error(description: str, status: int, message: str) -> dict:
-    example = {"error": {"code": status, "type": _TYPE_OF[status], "message": message}}
+    example = {"error": {"code": status, "type": ERROR_TYPES[status], "message": message}}
     out = _json("Error", description, example)
     if status == 429:
         out["headers"] = {"Retry-After": {"description": "seconds until the window resets",
@@ -48,8 +46,6 @@ def _error(description: str, status: int, message: str) -> dict:
     return out
 
 
-_TYPE_OF = {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "payload_too_large",
-            429: "rate_limited", 500: "internal_error", 503: "not_ready"}
 _COMMON = {
     "429": _error("Too many requests from this client (QA_RATE_LIMIT_PER_MINUTE); wait "
                   "Retry-After seconds", 429, "too many requests; slow down"),
@@ -235,7 +231,7 @@ def _schemas() -> dict:
                 "type": "object", "required": ["code", "type", "message"],
                 "properties": {
                     "code": {"type": "integer", "description": "the HTTP status"},
-                    "type": {"type": "string", "enum": ERROR_TYPES},
+                    "type": {"type": "string", "enum": list(ERROR_TYPES.values())},
                     "message": {"type": "string", "description": "what was wrong, for a person"}
                 }}}},
     }

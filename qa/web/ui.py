@@ -157,7 +157,7 @@ def index():
     status = 200
     if searcher is not None:  # the summary, and the papers and dates the filters offer
         cache = current_app.extensions.setdefault("qa.archive", ArchiveCache())
-        ctx["archive"] = cache.get(searcher)
+        ctx["archive"] = cache.get(searcher, examples=q is None)
     if q is not None:
         try:
             question, top_k = validate_question(settings_of(), q, top_k)
