@@ -15,6 +15,8 @@ FROM python:3.11-slim
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG MODEL=multilingual-e5-small-q4
+# EXTRAS=milvus adds the Milvus client (QA_BACKEND=milvus; deploy/docker-compose.milvus.yml)
+ARG EXTRAS=""
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -30,7 +32,9 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
  && echo "torch==${TORCH_VERSION}" > /etc/pip-constraints.txt
 COPY pyproject.toml README.md ./
 COPY qa ./qa
-RUN PIP_CONSTRAINT=/etc/pip-constraints.txt pip install . \
+# this directory, with optional extras (torch is pinned above)
+# hadolint ignore=DL3013
+RUN PIP_CONSTRAINT=/etc/pip-constraints.txt pip install ".${EXTRAS:+[$EXTRAS]}" \
  && python -c "import torch; assert not torch.version.cuda, 'CUDA torch slipped in'"
 
 # The model is loaded once now, at build time: the bundled default needs nothing more; a

@@ -40,7 +40,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-browser.sh
-	$(BIN)/python -m ruff check qa tests bench
+	$(BIN)/python -m ruff check qa tests bench deploy
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -48,7 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py --quick
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check qa tests bench
+	$(BIN)/python -m ruff check qa tests bench deploy
 
 clean:
 	rm -rf $(VENV) embeddings/*/

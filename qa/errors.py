@@ -32,6 +32,10 @@ class IndexWriteFailed(IndexError_):
     """A write failed at the operating system (disk full, read-only, I/O); nothing published."""
 
 
+class BackendUnavailable(IndexError_):
+    """The search engine (a Milvus server) cannot be reached or failed; nothing was changed."""
+
+
 # The JSON envelope's "type" per HTTP status and the security headers, for the app and for the
 # errors gunicorn answers itself (qa/serve.py): here, free of Flask, so the gunicorn master can
 # use them before gevent patches anything.

@@ -219,6 +219,19 @@ def _drop_orphan_sources(root: Path) -> None:
 
 # ---------------------------------------------------------------- the writer
 
+def flock_within(fd: int, timeout: float) -> bool:
+    """Take an exclusive flock on fd, waiting up to timeout seconds; False if it stays held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
 @contextmanager
 def writer_lock(root: Path, timeout: float = 0.0, check: bool = True,
                 rebuild: bool = False) -> Iterator[None]:
@@ -230,18 +243,10 @@ def writer_lock(root: Path, timeout: float = 0.0, check: bool = True,
     """
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                holder = _read(root / "LOCK") or "another process"
-                raise IndexLocked(f"{root} is being written by {holder}; try again when it "
-                                  "finishes") from None
-            time.sleep(0.1)
+    if not flock_within(fd, timeout):
+        os.close(fd)
+        holder = _read(root / "LOCK") or "another process"
+        raise IndexLocked(f"{root} is being written by {holder}; try again when it finishes")
     try:
         (root / "LOCK").write_text(f"pid {os.getpid()}", encoding="utf-8")
         if check:

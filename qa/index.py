@@ -45,7 +45,7 @@ from .generations import (
     read_manifest,
     writer_lock,
 )
-from .lexical import BM25
+from .lexical import BM25, Match
 from .segment import Segment, load_segment
 from .text import get_tokenizer
 
@@ -173,10 +173,25 @@ class Index:
             self._masks[filters] = mask
         return mask
 
-    def dense_search(self, query: np.ndarray, k: int,
-                     mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def lexical(self, terms: list[str], k: int, filters: Filters | None = None) -> Match:
+        """BM25 of the query terms over the archive (k: how many the caller will take); with
+        filters, passages of other issues score 0 while the statistics stay the archive's."""
+        match = self.bm25.match(terms)
+        mask = self.passage_mask(filters)
+        if mask is not None:
+            match.scores = np.where(mask, match.scores, 0.0)
+        return match
+
+    def idf_many(self, terms: list[str]) -> dict[str, float]:
+        """Archive IDF of each term; one no passage has gets the largest possible IDF."""
+        return {t: self.bm25.idf_any(t) for t in terms}
+
+    def dense_search(self, query: np.ndarray, k: int, mask: np.ndarray | None = None,
+                     filters: Filters | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (global ids, cosine scores) over every segment's vectors; with a mask (from
-        passage_mask), only among the passages it allows."""
+        passage_mask) or filters, only among the passages they allow."""
+        if mask is None and filters:
+            mask = self.passage_mask(filters)
         ids, scores = [], []
         for seg, base in zip(self.segments, self.offsets[:-1], strict=True):
             if seg.dense is None or seg.n == 0:

@@ -267,6 +267,10 @@ class Match:
         ids = positive[np.lexsort((positive, -scores[positive]))]
         return ids, scores[ids]
 
+    def score(self, gid: int) -> float:
+        """BM25 of one document."""
+        return float(self.scores[gid])
+
     def present(self, gids: Sequence[int]) -> list[set[str]]:
         """For each of gids, which query terms it contains (read from the matched postings)."""
         where = {int(g): i for i, g in enumerate(gids)}

@@ -9,10 +9,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import current_generation, load_index
 from .config import Settings
 from .encoders import Encoder, EncoderUnavailable, canonical_model, load_encoder
 from .generations import GENERATION_NAME, generation_number
-from .index import Index, IndexMismatch, current_generation
+from .index import Index, IndexMismatch
 from .search import Searcher
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,14 @@ class SearcherHolder:
 
     def refresh(self) -> Searcher | None:
         """Load the published generation if it is newer than the one held; keep the old on error."""
-        root = self.settings.index_dir
-        wanted = current_generation(Path(root))
+        root = (self.settings.index_dir if self.settings.backend == "embedded" else
+                f"Milvus collection {self.settings.milvus_collection}")
+        try:
+            wanted = current_generation(self.settings)
+        except Exception as exc:  # Milvus down: keep serving what is held, say why
+            self._fail(f"the archive cannot be reached ({type(exc).__name__}); the server log "
+                       "says why", str(exc))
+            return self.searcher
         held = self.searcher
         if wanted is None or (held is not None and held.index.generation == wanted):
             if wanted is None and held is None:
@@ -97,7 +104,7 @@ class SearcherHolder:
             if self.searcher is not None and self.searcher.index.generation == wanted:
                 return self.searcher
             try:
-                index = Index.load(root, wanted,
+                index = load_index(self.settings, wanted,
                                    reuse=self.searcher.index if self.searcher else None)
                 if index.model is None:
                     encoder = None
@@ -142,10 +149,12 @@ class SearcherHolder:
                 self._older.move_to_end(generation)
                 return self._older[generation]
             root = Path(self.settings.index_dir)
-            if not (root / "generations" / f"{generation}.json").exists():
+            if self.settings.backend == "embedded" and not (
+                    root / "generations" / f"{generation}.json").exists():
                 return None
             try:
-                index = Index.load(root, generation, reuse=held.index if held else None)
+                index = load_index(self.settings, generation,
+                                   reuse=held.index if held else None)
             except Exception as exc:  # collected meanwhile, or damaged: not servable
                 log.warning("cannot load generation %s for a story look-up: %s", generation, exc)
                 return None

@@ -173,16 +173,14 @@ class Searcher:
         index, s = self.index, self.settings
         masked = mask_question_words(question)
         terms = index.tokenizer(masked)
-        match = index.bm25.match(terms)
-        mask = index.passage_mask(filters)  # None without filters
-        if mask is not None:  # corpus statistics stay the archive's; only the ranking narrows
-            match.scores = np.where(mask, match.scores, 0.0)
+        # with filters only matching passages rank; the statistics stay the archive's
+        match = index.lexical(terms, s.candidates, filters)
         lex_ids, lex_scores = match.top(s.candidates)
         scores = {"lexical": dict(zip(lex_ids.tolist(), lex_scores.tolist(), strict=True))}
         rankings = {"lexical": self._focus_order(question, match, lex_ids, lex_scores)}
         if self.encoder is not None:
             qvec = self.encoder.encode_queries([question])[0]
-            d_ids, d_scores = index.dense_search(qvec, s.candidates, mask=mask)
+            d_ids, d_scores = index.dense_search(qvec, s.candidates, filters=filters)
             rankings["dense"] = d_ids.tolist()
             scores["dense"] = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
             if self.only == "dense":
@@ -221,7 +219,7 @@ class Searcher:
             if "dense" in scores and dense is None:  # outside the dense list: below its last
                 dense = min(scores["dense"].values(), default=0.0)
             x = passage_features(evidence, record["text"], self._story(record), has, sentence,
-                                 short is not None, float(match.scores[gid]), top_lex, other,
+                                 short is not None, match.score(gid), top_lex, other,
                                  dense)
             answers.append(Answer(
                 gid=gid, record=record, score=score,
@@ -259,7 +257,7 @@ class Searcher:
     def _evidence(self, question: str, weights: dict[str, float],
                   gram_weights: dict[str, float]) -> QuestionEvidence:
         # a term no passage has gets the largest IDF: the scale of missing_idf_story
-        return question_evidence(question, weights, self.index.bm25.idf_any("\x00"),
+        return question_evidence(question, weights, self.index.idf_many(["\x00"])["\x00"],
                                  gram_weights)
 
     def _story_best(self, ids: np.ndarray, scores: np.ndarray) -> dict[int, float]:
@@ -283,18 +281,17 @@ class Searcher:
     def _term_weights(self, terms: list[str]) -> dict[str, float]:
         # Archive IDF of each distinct query term; a term no passage has gets the largest IDF,
         # so a question about something the archive never mentions cannot look covered.
-        bm25 = self.index.bm25
-        return {t: bm25.idf_any(t) for t in dict.fromkeys(terms)}
+        return self.index.idf_many(list(dict.fromkeys(terms)))
 
     def _bigram_weights(self, masked: str) -> dict[str, float]:
         # Sentences are scored on character bigrams (cheap, no segmentation), weighted by the
         # archive IDF of the same bigrams when the index has them.
         prefix = BIGRAM_PREFIX.get(self.index.manifest["tokenizer"])
-        bm25 = self.index.bm25
         grams = dict.fromkeys(char_ngrams(masked))
         if prefix is None:
             return dict.fromkeys(grams, 1.0)
-        return {g: bm25.idf_any(prefix + g) for g in grams}
+        idf = self.index.idf_many([prefix + g for g in grams])
+        return {g: idf[prefix + g] for g in grams}
 
     @staticmethod
     def _best_sentence(text: str, weights: dict[str, float]) -> tuple[str, tuple[int, int]]:

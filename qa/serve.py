@@ -190,6 +190,11 @@ class _Gunicorn(BaseApplication):
                                   processes=int(self.options["workers"]))
         from .web.ratelimit import parse_networks
 
+        if self.settings.backend == "milvus":
+            # pymilvus speaks gRPC: without this its calls block the gevent hub for good
+            import grpc.experimental.gevent as grpc_gevent
+
+            grpc_gevent.init_gevent()
         _GUARDS.update(per_client=max(0, self.settings.max_client_connections),
                        request_timeout=max(0.0, self.settings.request_timeout),
                        proxies=parse_networks(self.settings.trusted_proxies))

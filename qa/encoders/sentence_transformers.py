@@ -33,11 +33,19 @@ class SentenceTransformerEncoder:
     """A sentence-transformers model loaded by hub name or local directory."""
 
     backend = "sentence-transformers"
-    quantisation = None  # full precision (float32 on CPU)
+    # None: the model's own weights. fp16 (GPU only) is a compute precision, not a quantisation:
+    # vectors are cast back to float32 and re-normalised, so an index embedded in fp16 on a GPU
+    # is searched with the same model in float32 on a CPU.
+    quantisation = None
 
-    def __init__(self, model: str, batch_size: int = 32, threads: int = 0):
+    def __init__(self, model: str, batch_size: int = 32, threads: int = 0, device: str = "cpu",
+                 fp16: bool = False):
         self.name = self.model_name = model
         self.batch_size = batch_size
+        self.device = device
+        self.fp16 = fp16
+        if fp16 and not device.startswith("cuda"):
+            raise EncoderUnavailable(f"fp16 needs a CUDA device, not {device!r}")
         self.query_prefix, self.passage_prefix = prompts_for(model)
         local = Path(model).expanduser()
         looks_like_path = model.startswith((".", "/", "~")) or local.exists()
@@ -54,10 +62,10 @@ class SentenceTransformerEncoder:
         self.version = sentence_transformers.__version__
         try:
             if looks_like_path:
-                self._st = SentenceTransformer(str(local), device="cpu")
+                self._st = SentenceTransformer(str(local), device=device)
             else:
                 try:  # the local cache first: instant when the model was downloaded before
-                    self._st = SentenceTransformer(model, device="cpu", local_files_only=True)
+                    self._st = SentenceTransformer(model, device=device, local_files_only=True)
                 except OSError:
                     if _offline():
                         raise EncoderUnavailable(
@@ -67,11 +75,13 @@ class SentenceTransformerEncoder:
                         raise EncoderUnavailable(
                             f"model {model} is not cached and the model hub is unreachable"
                         ) from None
-                    self._st = SentenceTransformer(model, device="cpu")
+                    self._st = SentenceTransformer(model, device=device)
         except EncoderUnavailable:
             raise
-        except Exception as exc:  # corrupt directory, incompatible weights, ...
+        except Exception as exc:  # corrupt directory, incompatible weights, no such device ...
             raise EncoderUnavailable(f"model {model} could not be loaded: {exc}") from exc
+        if fp16:
+            self._st.half()
         # sentence-transformers 6 renamed get_sentence_embedding_dimension
         get_dim = (getattr(self._st, "get_embedding_dimension", None)
                    or self._st.get_sentence_embedding_dimension)
@@ -86,7 +96,10 @@ class SentenceTransformerEncoder:
         vectors = self._st.encode(
             [prefix + t for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=progress)
-        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+        out = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+        if self.fp16:  # normalised in half precision: make them unit length in float32
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Unit-length embeddings of questions, with the family's query prefix."""

@@ -19,7 +19,7 @@ from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream, get_input_stream
 
 from ..config import Settings
-from ..errors import ERROR_TYPES, SECURITY_HEADERS
+from ..errors import ERROR_TYPES, SECURITY_HEADERS, BackendUnavailable
 from ..runtime import SearcherHolder
 from .ratelimit import client_address, default_storage_uri, parse_networks
 
@@ -247,6 +247,17 @@ def _install_hooks(app: Flask) -> None:
         from .ui import error_page
 
         return error_page(status, exc.description, {"Allow": allow[0]} if allow else None)
+
+    @app.errorhandler(BackendUnavailable)
+    def _backend_down(exc: BackendUnavailable):
+        # the Milvus server went away mid-request: not the client's fault, and not a crash
+        log.error("%s: %s", request.path, exc)
+        if _is_api():
+            return error_response(503, "the archive's search engine cannot be reached; try "
+                                  "again shortly", {"Retry-After": "5"})
+        from .ui import error_page
+
+        return error_page(503)
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception):

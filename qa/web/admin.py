@@ -26,7 +26,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from ..build import NothingToIndex, add, given_meta
+from ..backends import add
+from ..build import NothingToIndex, given_meta
 from ..config import ADMIN_TOKEN_MIN_CHARS, Settings
 from ..errors import IndexError_
 from ..ingest import MetaError

@@ -84,7 +84,8 @@ def _issue_meta(index: Index) -> list[dict]:
     """Each issue's metadata: its manifest entry, or its first passage where the manifest has
     none (the same for every passage of one issue)."""
     entries = index.manifest.get("issues", {})
-    out: dict[str, dict] = {}
+    # the manifest has every issue's metadata (always on Milvus, which has no local segments)
+    out: dict[str, dict] = {f: e for f, e in entries.items() if "paper" in e}
     for seg in index.segments:
         for st in seg.stories:
             file = st["file"]
