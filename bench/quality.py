@@ -14,8 +14,10 @@ on other paragraphs of the seeds, each batch before it was first scored; seeds-r
 seeds-nearmiss (ids n…, all unanswerable: one detail of a real fact changed) were written before
 the answerability model was first scored, and are never fitted on; seeds-fresh (ids f…,
 25 reworded, 20 near-miss) was written blind after every change to ranking and answers, as
-the test of them. cmrc-val is the validation
-split of `python -m qa.fit` (CMRC questions it never fitted on); `--cmrc-all` scores all of CMRC.
+the test of them; seeds-blind3 (ids blind3-…, 32 reworded, 42 unanswerable) was written blind
+by a helper who never ran the system, before the learned second stage was first scored on
+it. cmrc-val is the validation split of `python -m qa.fit` (CMRC questions it never fitted
+on); `--cmrc-all` scores all of CMRC.
 After the table: the reliability of `confidence` on the validation split (CMRC, dev and team
 questions the model was not fitted on): predicted probability against observed share of top
 passages that hold the answer, by decile. Passage vectors are cached in bench/work/vectors/
@@ -47,6 +49,7 @@ SETS = [  # name, issue files, question file
     ("reworded2", ROOT / "seeds", QUESTIONS / "seeds-reworded2.jsonl"),
     ("nearmiss", ROOT / "seeds", QUESTIONS / "seeds-nearmiss.jsonl"),
     ("fresh", ROOT / "seeds", QUESTIONS / "seeds-fresh.jsonl"),
+    ("blind3", ROOT / "seeds", QUESTIONS / "seeds-blind3.jsonl"),
     ("cmrc-val", CMRC / "issues", CMRC / "questions.jsonl"),
 ]
 FITTED_ON = ("dev", "team", "cmrc-val")  # sets whose questions qa.fit split into train / val

@@ -440,7 +440,7 @@ def ask(settings: Settings, question: str, top_k: int | None, as_json: bool) -> 
     searcher = _searcher(settings)
     try:
         result = searcher.ask(question, top_k)
-    except QuestionError as exc:
+    except (QuestionError, IndexError_) as exc:  # IndexError_: e.g. Milvus went away
         raise _fail(exc) from None
     if as_json:
         from .api_schema import result_json
@@ -471,7 +471,10 @@ def eval_cmd(settings: Settings, file: Path, as_json: bool) -> None:
         questions = load_questions(file)
     except EvalFileError as exc:
         raise _fail(exc) from None
-    report = evaluate(_searcher(settings), questions)
+    try:
+        report = evaluate(_searcher(settings), questions)
+    except IndexError_ as exc:
+        raise _fail(exc) from None
     if as_json:
         _echo_json(report)
     else:

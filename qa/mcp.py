@@ -123,6 +123,8 @@ class Tools:
             body = operations.ask(self.searcher(), self.settings, question, top_k, filters)
         except operations.OperationError as exc:
             raise ToolError(exc.message) from None
+        except IndexError_ as exc:  # the search engine (Milvus) failed: say so, no paths
+            raise ToolError(without_paths(str(exc))) from None
         answers = body["answers"]
         top = answers[0] if answers else None
         return {
@@ -146,6 +148,8 @@ class Tools:
             return operations.story(index, self.settings, file, story)
         except operations.OperationError as exc:
             raise ToolError(exc.message) from None
+        except IndexError_ as exc:  # the search engine (Milvus) failed: say so, no paths
+            raise ToolError(without_paths(str(exc))) from None
 
     def list_issues(self) -> dict[str, Any]:
         """Every indexed issue."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from .backends import current_generation, load_index
 from .config import Settings
 from .encoders import Encoder, EncoderUnavailable, canonical_model, load_encoder
+from .errors import BackendUnavailable
 from .generations import GENERATION_NAME, generation_number
 from .index import Index, IndexMismatch
 from .search import Searcher
@@ -155,6 +156,8 @@ class SearcherHolder:
             try:
                 index = load_index(self.settings, generation,
                                    reuse=held.index if held else None)
+            except BackendUnavailable:
+                raise  # the search engine is down: a 503, not "collected since"
             except Exception as exc:  # collected meanwhile, or damaged: not servable
                 log.warning("cannot load generation %s for a story look-up: %s", generation, exc)
                 return None

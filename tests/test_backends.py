@@ -327,3 +327,72 @@ def test_a_second_writer_on_this_host_is_refused(milvus):
     finally:
         os.close(fd)
     assert backends.add([EXTRA / "c_2024-03.txt"], milvus, None).outcomes[0].status == "added"
+
+
+def test_statistics_are_exact_when_a_query_window_is_full(milvus, monkeypatch, tmp_path):
+    from qa.backends.milvus import archive
+
+    backends.add([EXTRA / "c_2024-03.txt"], milvus, None)  # a second generation of deltas
+    reference = _settings(tmp_path / "ref", "embedded")
+    backends.build([CORPUS, EXTRA], reference, None)
+    index, want = backends.load_index(milvus), backends.load_index(reference)
+    terms = index.tokenizer("青山镇光伏电站的装机容量是多少?稻鱼米每斤售价")
+    monkeypatch.setattr(archive, "QUERY_WINDOW", 3)  # every answer looks cut off: split
+    assert index.idf_many(terms) == pytest.approx(want.idf_many(terms))
+
+
+def test_generations_still_kept_keep_their_rows(milvus, tmp_path):
+    def version(n: int) -> Path:
+        path = tmp_path / f"v{n}" / "a_2024-01.txt"
+        path.parent.mkdir()
+        path.write_text(f"# 第{n}版光伏电站\n\n近日,青山镇光伏电站第{n}期工程开工,装机容量为{n}兆瓦。\n",
+                        encoding="utf-8")
+        return path
+
+    for n in (2, 3, 4):  # three replaces: gen-000002 .. gen-000004
+        backends.add([version(n)], milvus, None, replace=True)
+    keep = milvus.keep_generations
+    assert keep == 3
+    for n in (2, 3, 4):  # the newest `keep` generations each still show their own version
+        index = backends.load_index(milvus, f"gen-{n:06d}")
+        assert index.story("a_2024-01.txt", 1)[0]["text"].startswith(f"近日,青山镇光伏电站第{n}期")
+    with pytest.raises(IndexCorrupt, match="manifest is missing"):
+        backends.load_index(milvus, "gen-000001")  # collected, as on disk
+    backends.add([version(5)], milvus, None, replace=True)
+    from qa.backends.milvus import MilvusBackend
+
+    client = MilvusBackend.from_settings(milvus).client
+    rows = client.query(milvus.milvus_collection, filter='file == "a_2024-01.txt"',
+                        output_fields=["gen"])
+    # versions 3..5 stay for the generations kept; the original (gen 1, hidden since gen 2)
+    # is gone; version 2 goes with the next write (cleaning runs before a publish)
+    assert sorted({r["gen"] for r in rows}) == [2, 3, 4, 5]
+    backends.add([EXTRA / "c_2024-03.txt"], milvus, None)
+    rows = client.query(milvus.milvus_collection, filter='file == "a_2024-01.txt"',
+                        output_fields=["gen"])
+    assert sorted({r["gen"] for r in rows}) == [3, 4, 5]
+
+
+def test_an_unpublished_generation_is_never_served(milvus):
+    from qa.backends.milvus import MilvusBackend
+    from qa.errors import IndexMissing
+
+    with pytest.raises(IndexMissing, match="gen-000002 is not published"):
+        MilvusBackend.from_settings(milvus).load("gen-000002")
+
+
+def test_a_search_that_fails_is_one_line_in_qa_ask(milvus, runner, monkeypatch):
+    from qa.backends.milvus.archive import MilvusIndex
+
+    def down(*_a, **_k):
+        raise BackendUnavailable("Milvus at x failed while searching: connection refused")
+
+    monkeypatch.setattr(MilvusIndex, "lexical", down)
+    for key, value in {"QA_BACKEND": "milvus", "QA_MILVUS_URI": milvus.milvus_uri,
+                       "QA_INDEX_DIR": milvus.index_dir, "QA_MODEL": "none"}.items():
+        monkeypatch.setenv(key, value)
+    result = runner.invoke(cli, ["ask", "稻鱼米每斤卖多少钱?"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # no traceback
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and last.endswith(
+        "Milvus at x failed while searching: connection refused")

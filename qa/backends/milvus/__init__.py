@@ -15,7 +15,7 @@ from typing import Any
 from ...build import WriteReport
 from ...config import Settings
 from ...encoders import Encoder
-from ...errors import IndexCorrupt, IndexError_
+from ...errors import IndexCorrupt, IndexMissing
 from . import store
 from .archive import MilvusIndex
 from .dialect import BackendUnavailable, Dialect, unavailable
@@ -67,6 +67,11 @@ class MilvusBackend:
     def load(self, generation: str | None = None) -> MilvusIndex:
         """The published generation (or a named one still kept), checked."""
         number = int(generation[4:]) if generation else None
+        if number is not None:
+            newest = store.published(self.client, self.collection) or 0
+            if number > newest:  # written but not (yet) published: never served
+                raise IndexMissing(f"{generation} is not published in Milvus collection "
+                                   f"{self.collection}")
         manifest = store.read_manifest(self.client, self.dialect, self.collection, number)
         return MilvusIndex(self.client, self.dialect, self.collection, manifest)
 
@@ -85,17 +90,18 @@ class MilvusBackend:
         """Check the published manifest and that every issue's rows are there, each once."""
         index = self.load()
         try:
-            rows = self.client.query(self.collection, filter=index.expr,
-                                     output_fields=["file"], limit=16_384,
-                                     consistency_level=store.STRONG) \
-                if index.n_passages < 16_384 else None
-        except IndexError_:
-            raise
+            if index.n_passages < 16_384:
+                rows = self.client.query(self.collection, filter=index.expr,
+                                         output_fields=["file"], limit=16_384,
+                                         consistency_level=store.STRONG)
+            else:
+                rows = None
+                total = self.client.query(self.collection, filter=index.expr,
+                                          output_fields=["count(*)"],
+                                          consistency_level=store.STRONG)[0]["count(*)"]
         except Exception as exc:
             raise unavailable(exc, self.dialect.uri, "verifying") from None
         if rows is None:  # too many to list: compare the total only
-            total = self.client.query(self.collection, filter=index.expr,
-                                      output_fields=["count(*)"])[0]["count(*)"]
             if total != index.n_passages:
                 raise IndexCorrupt(f"{index.generation}: Milvus shows {total} passages, the "
                                    f"manifest says {index.n_passages}")

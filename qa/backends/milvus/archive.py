@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import IndexCorrupt
 from ...filters import Filters
 from ...lexical import K1, B, idf, term_key
 from ...text import get_tokenizer
@@ -25,7 +26,9 @@ from . import store
 from .dialect import Dialect, key_token, quote, signed, unavailable
 
 ROW_FIELDS = ["pid", "record", "terms"]
-CACHE_ROWS = 20_000  # passages a loaded generation keeps (records and their term counts)
+QUERY_WINDOW = 16_384  # rows one Milvus query may return
+CACHE_ROWS = 2_000  # passages a loaded generation keeps (~18 KB each: record, term counts)
+DF_CHUNK = 64  # term keys per statistics query
 CANDIDATE_FACTOR = 2  # Milvus's BM25 is asked for this many times the candidates kept
 
 
@@ -152,7 +155,7 @@ class MilvusIndex:
                                      limit=max(1, min(limit, 16_384)),
                                      filter=self.filter_expr(filters),
                                      output_fields=ROW_FIELDS[1:],
-                                     search_params={"metric_type": metric},
+                                     search_params=self.dialect.search_params(metric, limit),
                                      consistency_level=store.STRONG)
         except Exception as exc:
             raise unavailable(exc, self.dialect.uri, "searching") from None
@@ -199,23 +202,37 @@ class MilvusIndex:
             out = {k: self._df[k] for k in keys if k in self._df}
         missing = sorted(set(keys) - set(out))
         if missing:
-            expr = (f"gen >= {int(self.manifest['floor'])} and gen <= "
-                    f"{int(self.manifest['number'])} and term in {[signed(k) for k in missing]}")
-            try:
-                rows = self.client.query(store.names(self.collection)[1], filter=expr,
-                                         output_fields=["term", "df"], limit=16_384,
-                                         consistency_level=store.STRONG)
-            except Exception as exc:
-                raise unavailable(exc, self.dialect.uri, "reading term statistics") from None
             got = dict.fromkeys(missing, 0)
-            for r in rows:
-                got[int(r["term"]) % (1 << 64)] += int(r["df"])
+            for start in range(0, len(missing), DF_CHUNK):
+                self._sum_dfs(missing[start:start + DF_CHUNK], got)
             with self._lock:
                 if len(self._df) > 200_000:
                     self._df.clear()
                 self._df.update(got)
             out |= got
         return out
+
+    def _sum_dfs(self, keys: list[int], into: dict[int, int]) -> None:
+        # one row per term and generation that changed it: a query returning a full window
+        # may have been cut off, so the keys are split until each answer is whole
+        expr = (f"gen >= {int(self.manifest['floor'])} and gen <= "
+                f"{int(self.manifest['number'])} and term in {[signed(k) for k in keys]}")
+        try:
+            rows = self.client.query(store.names(self.collection)[1], filter=expr,
+                                     output_fields=["term", "df"], limit=QUERY_WINDOW,
+                                     consistency_level=store.STRONG)
+        except Exception as exc:
+            raise unavailable(exc, self.dialect.uri, "reading term statistics") from None
+        if len(rows) >= QUERY_WINDOW:
+            if len(keys) == 1:
+                raise IndexCorrupt(f"{self.generation}: a term has over {QUERY_WINDOW} "
+                                   "statistics rows; rebuild with `qa index` to compact them")
+            half = len(keys) // 2
+            self._sum_dfs(keys[:half], into)
+            self._sum_dfs(keys[half:], into)
+            return
+        for r in rows:
+            into[int(r["term"]) % (1 << 64)] += int(r["df"])
 
 
 class MilvusMatch:

@@ -65,6 +65,13 @@ class Dialect:
             return "FLAT", {}
         return "HNSW", {"M": 16, "efConstruction": 200}
 
+    def search_params(self, metric: str, k: int) -> dict:
+        """Search parameters: HNSW on a server is asked to look wider than k (its default ef
+        is about k), so the few passages an answer needs are not lost to the graph walk."""
+        if metric == "COSINE" and not self.lite:
+            return {"metric_type": metric, "params": {"ef": max(64, 2 * k)}}
+        return {"metric_type": metric}
+
     def connect(self, token: str = "") -> Any:
         """A MilvusClient; BackendUnavailable (one line) when the server cannot be reached."""
         try:
@@ -86,6 +93,15 @@ class Dialect:
             return MilvusClient(self.uri, **kwargs)
         except Exception as exc:  # grpc, lite's lock, a bad URI: all "cannot reach"
             raise BackendUnavailable(f"cannot reach Milvus at {self.uri}: {_reason(exc)}") from None
+
+
+def milvus_errors() -> tuple[type[BaseException], ...]:
+    """What a failing Milvus server or connection raises (and only that: our own bugs are not
+    reported as the server's)."""
+    from grpc import RpcError  # noqa: PLC0415
+    from pymilvus.exceptions import MilvusException  # noqa: PLC0415
+
+    return (MilvusException, RpcError, ConnectionError, TimeoutError)
 
 
 def _reason(exc: Exception) -> str:

@@ -13,7 +13,8 @@ replaced issues (`hidden`: file and the generation below which its rows are old)
 is inserting the one `published` row after everything else is written and flushed, so a
 reader sees either the old generation or the new one whole, never half an issue; a writer
 that dies leaves rows above the published generation that no reader sees and the next writer
-deletes. Superseded rows are deleted by the next writer, once no reader can be using them.
+deletes. Superseded rows are deleted by a later writer, once no generation still kept shows
+them (a citation may name any kept generation).
 """
 
 from __future__ import annotations

@@ -32,7 +32,15 @@ from ...lexical import term_key
 from ...segment import index_text
 from ...text import get_tokenizer
 from . import store
-from .dialect import DUMMY_DIM, MAX_VARCHAR, key_token, quote, signed, unavailable
+from .dialect import (
+    DUMMY_DIM,
+    MAX_VARCHAR,
+    key_token,
+    milvus_errors,
+    quote,
+    signed,
+    unavailable,
+)
 
 BATCH = 500  # rows per insert call
 MAX_QUERY = 16_384  # rows one Milvus query may return
@@ -97,7 +105,7 @@ def write(backend: Any, paths: Sequence[str | Path], settings: Settings,
                           progress, replace, rebuild, started)
     except IndexError_:
         raise
-    except Exception as exc:
+    except milvus_errors() as exc:  # the server, not our code: one line, nothing published
         raise unavailable(exc, backend.dialect.uri, "writing; nothing was published") from None
 
 
@@ -129,14 +137,14 @@ def _write(backend: Any, client: Any, name: str, issues: list[Issue],
     dim = encoder.dim if encoder else None
     if base and not rebuild:
         model, dim = base["model"], base["dim"]
+    # embedding first: a model that fails leaves Milvus untouched
+    records = [r for issue in fresh for r in issue_records(issue)]
+    vectors = _embed(encoder, records, progress)
     store.create_collections(client, backend.dialect, name, dim)
     number = max(store.high_water(client, name), base_n or 0) + 1
     client.insert(meta_name, [{"key": f"claimed:{number:09d}", "kind": "claimed", "gen": number,
                                "body": "", "v": [0.0] * DUMMY_DIM}])
-    _clean(client, name, base)
-
-    records = [r for issue in fresh for r in issue_records(issue)]
-    vectors = _embed(encoder, records, progress)
+    still_hidden = _clean(client, name, base, settings.keep_generations)
     tokenizer = get_tokenizer(settings.tokenizer)
     rows, delta, tokens = [], Counter(), 0
     for i, record in enumerate(records):
@@ -144,7 +152,8 @@ def _write(backend: Any, client: Any, name: str, issues: list[Issue],
         tokens += len(toks)
         delta.update({term_key(t) for t in toks})
         rows.append(_row(number, i, record, toks, vectors[i] if vectors is not None else None))
-    hidden: list[list] = []
+    # rows an older generation still kept hides stay hidden (deleted once none is kept)
+    hidden: list[list] = [] if rebuild else still_hidden
     issues_map = {k: dict(v) for k, v in known.items()}
     fields = ["record", "terms"] + (["dense"] if dim else [])
     for issue in [*fresh, *relabelled]:
@@ -189,8 +198,7 @@ def _write(backend: Any, client: Any, name: str, issues: list[Issue],
         hidden=hidden, tokens=tokens + (base["counts"]["tokens"] if base and not rebuild else 0))
     store.write_manifest(client, name, manifest)
     client.flush(meta_name)
-    store.publish(client, name, number)
-    client.flush(meta_name)
+    store.publish(client, name, number)  # the switch; reads are Strong, no flush needed
     warnings = _collect(client, name, number, settings.keep_generations)
     return WriteReport(manifest["generation"], previous, outcomes + rejected,
                        len(records) if encoder else 0, model, time.perf_counter() - started,
@@ -201,25 +209,35 @@ def _untoken(token: str) -> int:
     return int(token[1:], 36)
 
 
-def _clean(client: Any, name: str, base: dict | None) -> None:
-    """Before writing: drop what a dead writer left (rows above the published generation) and
-    what the published generation no longer shows (superseded or below its floor)."""
+def _clean(client: Any, name: str, base: dict | None, keep: int) -> list[list]:
+    """Before writing: drop what a dead writer left (rows above the published generation), and
+    rows no generation still kept can see: below a rebuild's floor, or superseded by a replace,
+    once every kept generation is at or after the one that hid them. Returns the hidden
+    entries that must stay in the next manifest."""
     passages, df_name, meta_name = store.names(name)
     top = base["number"] if base else 0
     client.delete(passages, filter=f"gen > {top}")
     client.delete(df_name, filter=f"gen > {top}")
     client.delete(meta_name, filter=f'kind == "manifest" and gen > {top}')
-    if base:
+    if not base:
+        return []
+    oldest = top - max(keep, 1) + 1  # the oldest generation kept (and servable) now
+    if int(base["floor"]) <= oldest:
         client.delete(passages, filter=f"gen < {int(base['floor'])}")
         client.delete(df_name, filter=f"gen < {int(base['floor'])}")
-        for file, below in base["hidden"]:
+    kept = []
+    for file, below in base["hidden"]:
+        if int(below) <= oldest:
             client.delete(passages, filter=f"file == {quote(file)} and gen < {int(below)}")
+        else:
+            kept.append([file, below])
+    return kept
 
 
 def _collect(client: Any, name: str, number: int, keep: int) -> list[str]:
     """After publishing: old manifests beyond `keep` go (a failure is only a warning)."""
     meta_name = store.names(name)[2]
-    oldest = number - max(keep, 0)
+    oldest = number - max(keep, 1) + 1  # the newest `keep` generations stay, as on disk
     try:
         client.delete(meta_name, filter=f'(kind == "manifest" or kind == "published" or '
                       f'kind == "claimed") and gen < {oldest}')
