@@ -53,7 +53,8 @@ SETS = [  # name, issue files, question file
     ("cmrc-val", CMRC / "issues", CMRC / "questions.jsonl"),
 ]
 FITTED_ON = ("dev", "team", "cmrc-val")  # sets whose questions qa.fit split into train / val
-MODES = ("lexical", "dense", "hybrid")
+# fused: hybrid without the fitted second stage (QA_SECOND_STAGE off), to show what it changes
+MODES = ("lexical", "dense", "fused", "hybrid")
 CACHE = BENCH / "work" / "vectors"
 
 
@@ -147,7 +148,8 @@ def measure(work: Path, model: str = "default", sets: list[str] | None = None,
         out[name] = {}
         for mode in modes:
             searcher = Searcher(indexes[issues], None if mode == "lexical" else encoder,
-                                settings, only="dense" if mode == "dense" else None)
+                                settings.with_(second_stage=mode != "fused"),
+                                only="dense" if mode == "dense" else None)
             report = evaluate(searcher, qs)
             report["missed"] = sorted(m["id"] for m in report.pop("misses", []))
             out[name][mode] = report

@@ -59,8 +59,22 @@ FEATURES = (
 )
 
 
+def read_model_file(path: str | Path, what: str, fit_module: str) -> object:
+    """The JSON of a fitted model's parameters file; ModelFileError (one line) when it is
+    missing or unreadable."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{what} {path} is missing; fit it with `python -m {fit_module}` "
+                             "or reinstall the package") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{what} {path} is unreadable ({exc})") from None
+
+
 class ModelFileError(IndexError_):
-    """The answerability parameters file is missing, unreadable or not what this code expects."""
+    """A fitted model's parameters file (answerability, second stage) is missing, unreadable
+    or not what this code expects."""
 
 
 # ---------------------------------------------------------------- constraints
@@ -306,15 +320,7 @@ class AnswerabilityModel:
     @classmethod
     def load(cls, path: str | Path = MODEL_PATH) -> AnswerabilityModel:
         """Read and check a parameters file; ModelFileError (one line) when it is unusable."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelFileError(f"answerability model {path} is missing; fit it with "
-                                 "`python -m qa.fit` or reinstall the package") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"answerability model {path} is unreadable ({exc})") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_model_file(path, "answerability model", "qa.fit"), str(path))
 
     @classmethod
     def from_dict(cls, data: object, path: str = "<dict>") -> AnswerabilityModel:

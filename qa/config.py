@@ -46,6 +46,9 @@ class Settings:
     rrf_k: int = _f(60, "reciprocal-rank-fusion constant (QA_FUSION=rrf)")
     dense_weight: float = _f(0.3, "weight of the dense ranking in fusion (lexical is 1.0); "
                              "0 keeps the lexical order, the model only adds candidates")
+    second_stage: bool = _f(True, "apply the fitted second stage (qa/models/rerank.json): "
+                            "where the sentence model would change the first passage, keep the "
+                            "lexical first when the answerability model is sure of it")
     candidates: int = _f(50, "hits taken from each retriever before fusion")
     focus_weight: float = _f(2.0, "extra weight of the words beside the question word when "
                              "ordering the paragraphs of one story; 0 turns it off")

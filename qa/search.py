@@ -21,6 +21,7 @@ from .filters import Filters
 from .fusion import convex, order_within_groups, rrf
 from .index import Index, IndexMismatch
 from .lexical import Match
+from .rerank import Gate, lexical_first_back
 from .shortanswer import short_answer
 from .text import (
     BIGRAM_PREFIX,
@@ -92,6 +93,19 @@ def validate_question(s: Settings, question: object, top_k: object = None) -> tu
     return question, top_k
 
 
+@dataclass
+class _Query:
+    """What one question's ranking computed that each passage's evidence reads."""
+
+    question: str
+    match: Match
+    scores: dict[str, dict[int, float]]
+    gram_weights: dict[str, float]
+    evidence: QuestionEvidence
+    top_lex: float
+    story_best: dict[int, float]
+
+
 class _Seen:
     """Texts already answered; a candidate whose bigrams overlap one of them >= 90 % is a copy."""
 
@@ -125,7 +139,8 @@ class Searcher:
     """Answers questions from one loaded index generation (and its sentence model, if any)."""
 
     def __init__(self, index: Index, encoder: Encoder | None, settings: Settings,
-                 only: str | None = None, answerability: AnswerabilityModel | None = None):
+                 only: str | None = None, answerability: AnswerabilityModel | None = None,
+                 gate: Gate | None = None):
         if index.model and encoder is not None and encoder.name != index.model:
             raise IndexMismatch(f"index {index.generation} was embedded with {index.model}, "
                                 f"but the loaded model is {encoder.name}")
@@ -150,6 +165,9 @@ class Searcher:
         self.only = only  # "dense": the model's ranking alone (bench/quality.py compares it)
         # loaded (and checked) at start-up: a missing or corrupt file fails here, not mid-query
         self.answerability = answerability if answerability is not None else load_model()
+        # None: switched off (QA_SECOND_STAGE), or the fit kept no gate
+        self.gate = (gate if gate is not None else Gate.load()) if settings.second_stage \
+            else None
         self._story_text: dict[tuple[str, int], str] = {}
 
     @property
@@ -185,14 +203,20 @@ class Searcher:
             scores["dense"] = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
             if self.only == "dense":
                 del rankings["lexical"]
+        weights = self._term_weights(terms)
+        gram_weights = self._bigram_weights(masked)
+        q = _Query(question, match, scores, gram_weights,
+                   self._evidence(question, weights, gram_weights),
+                   float(lex_scores[0]) if len(lex_scores) else 0.0,
+                   self._story_best(lex_ids, lex_scores))
+        assessed: dict[int, tuple] = {}  # gid -> passage evidence, computed once
         if "dense" in rankings and "lexical" in rankings and s.fusion != "rrf":
             fused = convex((rankings["lexical"], lex_scores.tolist()),
                            (rankings["dense"], d_scores.tolist()), s.dense_weight)
+            fused = self._second_stage(q, fused, rankings["lexical"], assessed)
         else:  # rank fusion; with one retriever this keeps its order
             fused = rrf(rankings, k=s.rrf_k, weights={"lexical": 1.0, "dense": s.dense_weight})
 
-        weights = self._term_weights(terms)
-        gram_weights = self._bigram_weights(masked)
         marked = self._question_words(masked)
         seen = _Seen()
         picked: list[tuple[int, float, dict, dict]] = []
@@ -202,25 +226,12 @@ class Searcher:
             record = index.passage(gid)
             if not seen.is_copy(record["text"]):  # the same story printed twice: keep one
                 picked.append((gid, score, ranks, record))
-        # which query terms each passage has, read from the postings (no re-tokenising)
-        present = match.present([p[0] for p in picked])
-        evidence = self._evidence(question, weights, gram_weights)
-        top_lex = float(lex_scores[0]) if len(lex_scores) else 0.0
-        story_best = self._story_best(lex_ids, lex_scores)
-        picked_stories = index.story_ids(np.asarray([p[0] for p in picked], dtype=np.int64))
         answers: list[Answer] = []
-        for (gid, score, ranks, record), has, story in zip(picked, present,
-                                                           picked_stories.tolist(), strict=True):
-            sentence, span = self._best_sentence(record["text"], gram_weights)
+        for gid, score, ranks, record in picked:
+            if gid not in assessed:
+                assessed[gid] = self._assess(q, gid, record)
+            x, sentence, span, short = assessed[gid]
             folded = fold(record["text"])
-            short = short_answer(question, record["text"], span)
-            other = max((v for k, v in story_best.items() if k != story), default=0.0)
-            dense = scores["dense"].get(gid) if "dense" in scores else None
-            if "dense" in scores and dense is None:  # outside the dense list: below its last
-                dense = min(scores["dense"].values(), default=0.0)
-            x = passage_features(evidence, record["text"], self._story(record), has, sentence,
-                                 short is not None, match.score(gid), top_lex, other,
-                                 dense)
             answers.append(Answer(
                 gid=gid, record=record, score=score,
                 confidence=round(self.answerability.probability(x), 4),
@@ -234,6 +245,37 @@ class Searcher:
         answerable = bool(answers) and answers[0].confidence >= s.min_confidence
         return Result(typed, answers, answerable, index.generation, self.mode,
                       round((time.perf_counter() - started) * 1000, 2))
+
+    def _assess(self, q: _Query, gid: int, record: dict
+                ) -> tuple[np.ndarray, str, tuple[int, int], tuple[int, int] | None]:
+        """One passage's evidence: (answerability features, best sentence, its span, short
+        answer span)."""
+        has = q.match.present([gid])[0]  # the query terms it has, from the postings
+        story = int(self.index.story_ids(np.asarray([gid], dtype=np.int64))[0])
+        sentence, span = self._best_sentence(record["text"], q.gram_weights)
+        short = short_answer(q.question, record["text"], span)
+        other = max((v for k, v in q.story_best.items() if k != story), default=0.0)
+        dense = q.scores["dense"].get(gid) if "dense" in q.scores else None
+        if "dense" in q.scores and dense is None:  # outside the dense list: below its last
+            dense = min(q.scores["dense"].values(), default=0.0)
+        x = passage_features(q.evidence, record["text"], self._story(record), has, sentence,
+                             short is not None, q.match.score(gid), q.top_lex, other, dense)
+        return x, sentence, span, short
+
+    def _second_stage(self, q: _Query, fused: list, lexical: list[int],
+                      assessed: dict[int, tuple]) -> list:
+        # When the model's fused ranking changes the first passage, the fitted gate
+        # (qa.rerank) keeps the lexical first on top where the answerability model is sure
+        # of it: the model helps on close calls and never overturns a confident answer.
+        if self.gate is None or not fused or not lexical or fused[0][0] == lexical[0]:
+            return fused
+        first = lexical[0]
+        assessed[first] = self._assess(q, first, self.index.passage(first))
+        confidence = self.answerability.probability(assessed[first][0])
+        stories = self.index.story_ids(np.asarray([fused[0][0], first], dtype=np.int64))
+        if self.gate.keeps_lexical(confidence, bool(stories[0] == stories[1])):
+            return lexical_first_back(fused, first)
+        return fused
 
     def _focus_order(self, question: str, match: Match, ids: np.ndarray,
                      scores: np.ndarray) -> list[int]:

@@ -1,0 +1,331 @@
+"""Fit the second-stage gate: `python -m qa.fit_rerank` (scikit-learn; `pip install -e '.[fit]'`).
+
+Data: the answerable questions of CMRC 2018 (../shared/ext/cmrc2018), dev
+(../shared/eval/dev.jsonl) and the team's set (bench/questions/seeds-team.jsonl), each archive
+indexed with the bundled sentence model (vectors cached in bench/work/vectors/ as
+bench/quality.py does). Split: validation when the first byte of sha256(id) is below 52 (qa.fit's
+rule); never fitted on. Each question's first stage (focus-ordered BM25, dense top-k, convex
+fusion; no second stage) is stored with every listed passage's story and label (right file,
+holds the answer) and the answerability model's P(the lexical first answers); --rows reuses
+them, so a refit takes seconds.
+
+Fitted: a logistic gate, on training questions whose fused and lexical firsts differ and exactly
+one is right, of P(the fused first is right) from first_logit (logit of that P) and same_story
+(both firsts in one story). Below PROTECT / (1 + PROTECT) the lexical first goes back on top:
+losing an answer lexical search had costs PROTECT gained ones. Inputs and C by the
+one-standard-error rule on 5-fold CV (folds by hash of id) gain over today's hybrid; "gate" is
+null unless that gain exceeds one standard error (sqrt of the weighted decisions it changes).
+
+Dropped: the listwise linear head over 23 ranking features (qa-rerank/1). Cross-validation found
+no gain: hybrid CV recall@1 0.9488 against the first stage's 0.9485 (4 gained, 3 lost), lexical
+0.9399 against 0.9396 (3 gained, 2 lost), both within one standard error; on validation the
+lexical head lost (CMRC 0.9555 -> 0.9531). Writes qa/models/rerank.json (qa-rerank/2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import rerank
+from .fit import SEEDS_WEIGHT, VALIDATION_SHARE, sources, split_of
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FORMAT = "qa-rerank/2"
+GATE_INPUTS = ("first_logit", "same_story")
+GATE_SUBSETS = (("first_logit",), ("first_logit", "same_story"))
+GATE_CS = (0.1, 1.0, 10.0)
+FOLDS = 5
+PROTECT = 2.0  # a question lexical alone gets right weighs this much: never lower recall@1
+
+
+def first_confidence(searcher, question: str, match, lex_ids: np.ndarray,
+                     lex_scores: np.ndarray, first: int, dense: float | None = None) -> float:
+    """P(passage `first` answers), computed as Searcher.ask computes each answer's confidence
+    (question already normalised; lex_ids / lex_scores: the lexical top-k by score; dense: its
+    cosine, or the dense list's last one when unlisted, None without a sentence model)."""
+    from .answerability import passage_features
+    from .shortanswer import short_answer
+    from .text import mask_question_words
+
+    index = searcher.index
+    masked = mask_question_words(question)
+    weights = searcher._term_weights(index.tokenizer(masked))
+    grams = searcher._bigram_weights(masked)
+    record = index.passage(first)
+    sentence, span = searcher._best_sentence(record["text"], grams)
+    story = int(index.story_ids(np.asarray([first], dtype=np.int64))[0])
+    other = max((v for k, v in searcher._story_best(lex_ids, lex_scores).items()
+                 if k != story), default=0.0)
+    x = passage_features(searcher._evidence(question, weights, grams), record["text"],
+                         searcher._story(record), match.present([first])[0], sentence,
+                         short_answer(question, record["text"], span) is not None,
+                         float(match.scores[first]), float(lex_scores[0]), other, dense)
+    return searcher.answerability.probability(x)
+
+
+def question_row(searcher, q: dict, source: str) -> dict:
+    """One question's first stage (Searcher.ask's, no filters), stored raw: both lists, and the
+    story and label of every passage either retriever listed."""
+    from .text import mask_question_words, normalise_question, strip_ws
+
+    index, s = searcher.index, searcher.settings
+    question = normalise_question(q["question"])
+    match = index.lexical(index.tokenizer(mask_question_words(question)), s.candidates)
+    lex_ids, lex_scores = match.top(s.candidates)
+    order = [int(g) for g in searcher._focus_order(question, match, lex_ids, lex_scores)]
+    d_ids, d_scores = index.dense_search(searcher.encoder.encode_queries([question])[0],
+                                         s.candidates)
+    cos = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
+    conf = first_confidence(searcher, question, match, lex_ids, lex_scores, order[0],
+                            cos.get(order[0], min(cos.values(), default=0.0))) if order else 1.0
+    ids = list(dict.fromkeys(order + d_ids.tolist()))
+    answer, recs = strip_ws(q["answer"]), [index.passage(g) for g in ids]
+    return {"source": source, "id": q["id"], "split": split_of(q["id"]), "lexical": order,
+            "lex_scores": [round(float(v), 5) for v in lex_scores], "dense": d_ids.tolist(),
+            "dense_scores": [round(float(v), 6) for v in d_scores], "ids": ids,
+            "story": index.story_ids(np.asarray(ids, dtype=np.int64)).tolist() if ids else [],
+            "first_confidence": round(float(conf), 6),
+            "y": [int(r["file"] == q["file"] and answer in strip_ws(r["text"])) for r in recs]}
+
+
+def collect(work: Path, cmrc: Path, dev: Path, team: Path, log=print) -> list[dict]:
+    """Build each archive with the sentence model (vectors cached as bench/quality.py does)
+    and turn every answerable question into a row."""
+    from .build import build
+    from .config import Settings
+    from .encoders import load_encoder
+    from .evaluate import load_questions
+    from .index import Index
+    from .search import Searcher
+
+    sys.path.insert(0, str(ROOT))
+    from bench.quality import CachedEncoder
+
+    base = Settings.from_env()
+    if not base.dense_enabled:
+        raise SystemExit("the gate is fitted with the sentence model on: unset QA_MODEL=none")
+    if hasattr(Settings(), "second_stage"):  # the first stage alone, never a gate fitted before
+        base = base.with_(second_stage=False)
+    encoder = CachedEncoder(load_encoder(base.model, base.embed_batch_size, base.encoder_threads))
+    searchers: dict[Path, Searcher] = {}
+    rows: list[dict] = []
+    for name, issues, path in sources(cmrc, dev, team):
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: it is part of the training data")
+        t = time.perf_counter()
+        if issues not in searchers:
+            settings = base.with_(index_dir=str(work / issues.name))
+            build([issues], settings, encoder)
+            searchers[issues] = Searcher(Index.load(settings.index_dir), encoder, settings)
+        qs = [q for q in load_questions(path) if q.get("answer") is not None]
+        rows.extend(question_row(searchers[issues], q, name) for q in qs)
+        log(f"{name}: {len(qs)} answerable questions ({issues.name} built if new) in "
+            f"{time.perf_counter() - t:.1f} s")
+    return rows
+
+
+def questions(rows: list[dict], dense_weight: float) -> list[dict]:
+    """Each stored question with both lists non-empty: labels of its fused first (convex, as the
+    service fuses; yh) and lexical first (yl), and the gate's inputs z (order: GATE_INPUTS)."""
+    from .fusion import convex
+
+    out = []
+    for r in rows:
+        fused = convex((r["lexical"], r["lex_scores"]), (r["dense"], r["dense_scores"]),
+                       dense_weight)
+        if not fused or not r["lexical"]:
+            continue
+        first, lex_first = int(fused[0][0]), int(r["lexical"][0])
+        label, story = (dict(zip(r["ids"], r[k], strict=True)) for k in ("y", "story"))
+        p = min(max(float(r["first_confidence"]), 1e-6), 1 - 1e-6)
+        out.append({"source": r["source"], "id": r["id"], "split": r["split"],
+                    "differ": first != lex_first, "yh": label[first], "yl": label[lex_first],
+                    "z": np.asarray([math.log(p / (1 - p)),
+                                     float(story[first] == story[lex_first])])})
+    return out
+
+
+def keeps_lexical(gate: dict | None, z: np.ndarray) -> bool:
+    """True when the gate puts the lexical first back on top (z: every GATE_INPUTS value)."""
+    if gate is None:
+        return False
+    idx = [GATE_INPUTS.index(n) for n in gate["inputs"]]
+    logit = float(np.dot(gate["coef"], z[idx]) + gate["intercept"])
+    return 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0))) < gate["threshold"]
+
+
+def fit_gate(ex: list[dict], inputs: tuple[str, ...], c: float, seeds_weight: float,
+             threshold: float) -> dict:
+    """Logistic P(fused first right) on the disagreements where exactly one first is right;
+    standardised inputs, coefficients folded back to raw units."""
+    from sklearn.linear_model import LogisticRegression
+
+    idx = [GATE_INPUTS.index(n) for n in inputs]
+    use = [e for e in ex if e["yh"] != e["yl"]]
+    z = np.asarray([e["z"][idx] for e in use])
+    y = np.asarray([e["yh"] for e in use])
+    w = np.asarray([1.0 if e["source"] == "cmrc" else seeds_weight for e in use])
+    mean, scale = z.mean(axis=0), z.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    clf = LogisticRegression(C=c, max_iter=5000).fit((z - mean) / scale, y, sample_weight=w)
+    coef = clf.coef_[0] / scale
+    return {"inputs": list(inputs), "coef": coef.tolist(),
+            "intercept": float(clf.intercept_[0] - coef @ mean), "threshold": threshold}
+
+
+def utility(ex: list[dict], gate: dict | None, protect: float) -> np.ndarray:
+    """Per disagreement: what following the fused first earns against the lexical first
+    (+1 an answer gained, -protect one lost, 0 when the gate keeps the lexical first)."""
+    out = np.zeros(len(ex))
+    for i, e in enumerate(ex):
+        if not keeps_lexical(gate, e["z"]):
+            d = e["yh"] - e["yl"]
+            out[i] = d if d >= 0 else protect * d
+    return out
+
+
+def choose_gate(ex: list[dict], seeds_weight: float, protect: float, log=print) -> dict:
+    """Inputs and C by 5-fold CV on training disagreements against always following the fused
+    first (today's hybrid): the simplest setting (fewest inputs, then strongest penalty) within
+    one standard error of the best. Kept when its gain exceeds one standard error."""
+    train = [e for e in ex if e["split"] == "train"]
+    fold = np.asarray([int(hashlib.sha256(e["id"].encode()).hexdigest(), 16) % FOLDS
+                       for e in train])
+    threshold = round(protect / (1.0 + protect), 6)  # follow fused when P > (1 - P) * protect
+    base = utility(train, None, protect)
+    grid: dict[tuple[tuple[str, ...], float], np.ndarray] = {}
+    for inputs in GATE_SUBSETS:
+        for c in GATE_CS:
+            got = np.zeros(len(train))
+            for k in range(FOLDS):
+                held = np.flatnonzero(fold == k)
+                gate = fit_gate([e for e, f in zip(train, fold, strict=True) if f != k],
+                                inputs, c, seeds_weight, threshold)
+                got[held] = utility([train[i] for i in held], gate, protect)
+            grid[(inputs, c)] = got
+            log(f"gate {'+'.join(inputs)} C {c}: CV gain over today's hybrid "
+                f"{got.sum() - base.sum():+.0f}")
+    best = max(grid.values(), key=lambda v: float(v.sum()))
+    se = float(np.abs(best - base).sum()) ** 0.5
+    (inputs, c), got = min(((k, v) for k, v in grid.items()
+                            if float(v.sum()) >= float(best.sum()) - se),
+                           key=lambda kv: (len(kv[0][0]), kv[0][1]))
+    gain, changed = float(got.sum() - base.sum()), float(np.abs(got - base).sum())
+    return {"inputs": list(inputs), "C": c, "threshold": threshold, "protect": protect,
+            "seeds_weight": seeds_weight, "folds": FOLDS, "cv_disagreements": len(train),
+            "cv_gain_over_hybrid": gain, "cv_changed": changed, "cv_standard_error":
+            round(se, 2), "kept": gain > max(1.0, changed ** 0.5),
+            "cv_gain_grid": {f"{'+'.join(i)}/{cc}": round(float(v.sum() - base.sum()), 1)
+                             for (i, cc), v in grid.items()}}
+
+
+def validation(qs: list[dict], gate: dict | None) -> dict:
+    """Recall@1 of today's hybrid (before) and with the gate (after), per source and split,
+    with the answers gained and lost against it and against lexical alone."""
+    out: dict = {}
+    for q in qs:
+        before, lex = q["yh"], q["yl"]
+        after = lex if q["differ"] and keeps_lexical(gate, q["z"]) else before
+        o = out.setdefault(f"{q['source']}/{q['split']}", dict.fromkeys(
+            ("n", "before", "after", "gained", "lost", "lost_vs_lexical"), 0))
+        for k, v in (("n", 1), ("before", before), ("after", after), ("gained", after > before),
+                     ("lost", after < before), ("lost_vs_lexical", after < lex)):
+            o[k] += int(v)
+    for o in out.values():
+        o["before"], o["after"] = round(o["before"] / o["n"], 4), round(o["after"] / o["n"], 4)
+    return dict(sorted(out.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in (("cmrc", SHARED / "ext" / "cmrc2018"), ("out", rerank.MODEL_PATH),
+                          ("dev", SHARED / "eval" / "dev.jsonl"),
+                          ("team", ROOT / "bench" / "questions" / "seeds-team.jsonl")):
+        parser.add_argument(f"--{name}", type=Path, default=default)
+    parser.add_argument("--rows", type=Path, help="reuse (or write, if absent) the first "
+                        "stage of every question (bench/work/rerank-rows.jsonl)")
+    parser.add_argument("--seeds-weight", type=float, default=SEEDS_WEIGHT,
+                        help="weight of a seeds (dev, team) question against a CMRC one")
+    parser.add_argument("--protect", type=float, default=PROTECT,
+                        help="cost of losing an answer lexical search had, in gained ones")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    from .config import Settings
+
+    dense_weight = Settings.from_env().dense_weight
+    if args.rows and args.rows.is_file():
+        rows = [json.loads(line) for line in args.rows.read_text().splitlines()]
+    else:
+        with tempfile.TemporaryDirectory(prefix="qa-fit-rerank-") as work:
+            rows = collect(Path(work), args.cmrc, args.dev, args.team, log)
+        if args.rows:
+            args.rows.parent.mkdir(parents=True, exist_ok=True)
+            args.rows.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    qs = questions(rows, dense_weight)
+    ex = [q for q in qs if q["differ"]]
+    pick = choose_gate(ex, args.seeds_weight, args.protect, log)
+    gate = fit_gate([e for e in ex if e["split"] == "train"], tuple(pick["inputs"]),
+                    pick["C"], args.seeds_weight, pick["threshold"])
+    gate = {**gate, "coef": [round(float(v), 6) for v in gate["coef"]],
+            "intercept": round(gate["intercept"], 6)} if pick["kept"] else None
+    import sklearn
+
+    from .answerability import MODEL_PATH as ANSWERABILITY
+
+    raw = ANSWERABILITY.read_bytes()  # gave first_confidence: refit the gate after refitting it
+    counts: dict[str, dict[str, int]] = {}
+    for r in rows:
+        counts.setdefault(r["source"], {"train": 0, "val": 0})[r["split"]] += 1
+    flags = "".join(f" --{k} {v}" for k, v, d in (
+        ("seeds-weight", args.seeds_weight, SEEDS_WEIGHT), ("protect", args.protect, PROTECT))
+        if v != d)
+    data = {
+        "format": FORMAT,
+        "gate": gate,
+        "selection": pick,
+        "validation": {"hybrid": validation(qs, gate)},
+        "provenance": {
+            "data": {"sources": [os.path.relpath(p, ROOT)
+                                 for _, _, p in sources(args.cmrc, args.dev, args.team)],
+                     "answerable_questions": counts, "disagreements": len(ex),
+                     "first_stage": f"convex fusion (QA_DENSE_WEIGHT={dense_weight}), default "
+                                    "QA_MODEL; label: right file and holds the answer"},
+            "split": f"validation: first byte of sha256(question id) < {VALIDATION_SHARE} "
+                     "(of 256), as qa.fit; never fitted on",
+            "command": "python -m qa.fit_rerank" + flags,
+            "libraries": {"scikit-learn": sklearn.__version__, "numpy": np.__version__,
+                          "python": platform.python_version()},
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "answerability_model": {"path": os.path.relpath(ANSWERABILITY, ROOT),
+                                    "sha256": hashlib.sha256(raw).hexdigest(),
+                                    "date": json.loads(raw).get("provenance", {}).get("date")},
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    }
+    if getattr(rerank, "FORMAT", None) == FORMAT and gate is not None:
+        rerank.Gate.from_dict(data)  # what is written must load (once qa.rerank reads it)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    log(f"wrote {args.out} in {time.perf_counter() - started:.1f} s: gate {json.dumps(gate)}")
+    for key, v in data["validation"]["hybrid"].items():
+        print(f"{key}: {json.dumps(v)}")
+
+
+if __name__ == "__main__":
+    main()
