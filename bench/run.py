@@ -3,6 +3,7 @@
     python bench/run.py --quick                  # the seeds, under a minute
     python bench/run.py --scale 100k [--dense]   # a synthetic archive (10k, 100k, 1m passages)
     python bench/run.py --quick --dense          # the seeds with the real model (QA_MODEL)
+    python bench/run.py --scale cmrc --dense     # CMRC 2018 (../shared/ext/cmrc2018), real text
     python bench/run.py --scale 1m --dense --hashed   # hashed stand-in vectors at scale
     python bench/run.py --scale 1m --json
 
@@ -36,6 +37,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 SCALES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
 DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
+CMRC = ROOT.parent / "shared" / "ext" / "cmrc2018"
 
 
 def _run_measured(args: list[str], env: dict | None = None) -> tuple[dict, float]:
@@ -235,6 +237,8 @@ def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path,
                  "machine": f"{os.cpu_count()} cpu", "load": os.getloadavg()[0]}
     if scale == "quick":
         issues = ROOT / "seeds"
+    elif scale == "cmrc":
+        issues = CMRC / "issues"
     else:
         issues = work / scale / "issues"
         res["archive"] = generate(issues, SCALES[scale])
@@ -250,6 +254,8 @@ def run(scale: str, dense: bool, n_queries: int, http_seconds: int, work: Path,
 
     if scale == "quick" and DEV.exists():
         questions = load_questions(DEV)
+    elif scale == "cmrc":
+        questions = load_questions(CMRC / "questions.jsonl")[:n_queries]
     else:
         questions = make_questions(index_dir, n_queries)
     reps = max(1, n_queries // max(1, len(questions)))
@@ -326,7 +332,7 @@ def table(res: dict) -> str:
 def main() -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--scale", choices=["quick", *SCALES], default="quick")
+    p.add_argument("--scale", choices=["quick", "cmrc", *SCALES], default="quick")
     p.add_argument("--quick", action="store_true", help="seeds scale, under a minute")
     p.add_argument("--dense", action="store_true", help="dense too, with the real model (QA_MODEL)")
     p.add_argument("--hashed", action="store_true",

@@ -260,6 +260,15 @@ class Searcher:
             dense = min(q.scores["dense"].values(), default=0.0)
         x = passage_features(q.evidence, record["text"], self._story(record), has, sentence,
                              short is not None, q.match.score(gid), q.top_lex, other, dense)
+        if short is not None and not (span[0] <= short[0] and short[1] <= span[1]):
+            # the answer stands in another sentence: mark that one too (the evidence above
+            # keeps the best-matching sentence), so the bold answer is always inside the mark;
+            # a neighbour joins the best sentence, a sentence further away replaces it
+            _, at = self._sentence_at(record["text"], short)
+            text = record["text"]
+            if not text[min(at[1], span[1]):max(at[0], span[0])].strip(" \t\n"):
+                at = (min(at[0], span[0]), max(at[1], span[1]))
+            sentence, span = text[at[0]:at[1]], at
         return x, sentence, span, short
 
     def _second_stage(self, q: _Query, fused: list, lexical: list[int],
@@ -334,6 +343,21 @@ class Searcher:
             return dict.fromkeys(grams, 1.0)
         idf = self.index.idf_many([prefix + g for g in grams])
         return {g: idf[prefix + g] for g in grams}
+
+    @staticmethod
+    def _sentence_at(text: str, short: tuple[int, int]) -> tuple[str, tuple[int, int]]:
+        """The sentence of text holding the span short (widened to cover it whole)."""
+        pos, start, end = 0, short[0], short[1]
+        for sentence in split_sentences(text):
+            s0 = text.find(sentence, pos)
+            pos = s0 + len(sentence)
+            if s0 <= short[0] < pos:
+                start, end = s0, max(pos, short[1])
+                break
+        lead = len(text[start:end]) - len(text[start:end].lstrip())
+        trail = len(text[start:end]) - len(text[start:end].rstrip())
+        start, end = start + lead, end - trail
+        return text[start:end], (start, end)
 
     @staticmethod
     def _best_sentence(text: str, weights: dict[str, float]) -> tuple[str, tuple[int, int]]:

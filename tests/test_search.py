@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from qa.index import Index, IndexMismatch
 from qa.search import QuestionError, Searcher
 from qa.text import question_focus
 
-from .conftest import CORPUS, EXTRA, ROOT
+from .conftest import CORPUS, EXTRA, QUESTIONS, ROOT
 
 
 @pytest.fixture
@@ -294,3 +295,24 @@ def test_eval_reports_short_answers(built, settings):
     ]
     report = evaluate(Searcher(built, None, settings), questions)
     assert report["short"] == {"n": 2, "em": 1.0, "f1": 1.0, "highlight_contains": 1.0}
+
+
+def test_the_marked_sentence_always_holds_the_short_answer():
+    text = "青山镇首座光伏电站并网发电。电站装机容量为2.4兆瓦。(王小明)"
+    assert Searcher._sentence_at(text, (text.index("2.4"), text.index("2.4") + 5)) == (
+        "电站装机容量为2.4兆瓦。", (14, 27))
+    # a span running past its sentence's end is covered whole
+    assert Searcher._sentence_at("甲乙。丙丁。", (1, 4)) == ("甲乙。丙", (0, 4))
+
+
+def test_every_listed_answer_marks_the_sentence_its_short_answer_stands_in(built, settings):
+    searcher = Searcher(built, None, settings)
+    seen = 0
+    for line in QUESTIONS.read_text("utf-8").splitlines():
+        for answer in searcher.ask(json.loads(line)["question"], 5).answers:
+            if answer.short:
+                seen += 1
+                assert answer.highlight_span[0] <= answer.short[0]
+                assert answer.short[1] <= answer.highlight_span[1]
+                assert answer.record["text"][slice(*answer.highlight_span)] == answer.highlight
+    assert seen
