@@ -396,3 +396,32 @@ def test_a_search_that_fails_is_one_line_in_qa_ask(milvus, runner, monkeypatch):
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: ") and last.endswith(
         "Milvus at x failed while searching: connection refused")
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_the_page_the_api_and_story_links_are_the_same_on_each_backend(name, tmp_path):
+    from qa.web import create_app
+
+    settings = _settings(tmp_path, name)
+    backends.build([CORPUS], settings, None)
+    backends.add([EXTRA / "c_2024-03.txt"], settings, None, meta={"paper": "台州日报",
+                                                                   "date": "2024-03-05"})
+    client = create_app(settings.with_(upload_dir=str(tmp_path / "up"))).test_client()
+    page = client.get("/", query_string={"q": "稻鱼米每斤卖多少钱?"})
+    assert page.status_code == 200 and "答案" in page.get_data(as_text=True)
+    body = client.post("/api/ask", json={"question": "稻鱼米每斤卖多少钱?"}).get_json()
+    cite = body["answers"][0]["citation"]
+    assert (cite["file"], cite["story"], cite["paragraph"]) == ("b_2024-02.txt", 1, 2)
+    story = client.get(cite["url"].split("#")[0].replace("/story/", "/api/story/", 1))
+    assert story.status_code == 200
+    assert [p["paragraph"] for p in story.get_json()["paragraphs"]][:2] == [1, 2]
+    assert client.get(cite["url"]).status_code == 200  # the page a reader follows
+    issues = client.get("/api/issues").get_json()["issues"]
+    assert [i["file"] for i in issues] == ["a_2024-01.txt", "b_2024-02.txt", "c_2024-03.txt"]
+    assert issues[2]["paper"] == "台州日报"
+    filtered = client.post("/api/ask", json={"question": "学校的课堂系统由谁配发?", "filters": {
+        "paper": "台州日报"}}).get_json()
+    assert {a["citation"]["file"] for a in filtered["answers"]} == {"c_2024-03.txt"}
+    elsewhere = client.post("/api/ask", json={"question": "稻鱼米每斤卖多少钱?", "filters": {
+        "paper": "台州日报"}}).get_json()
+    assert {a["citation"]["file"] for a in elsewhere["answers"]} <= {"c_2024-03.txt"}
