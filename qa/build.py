@@ -153,6 +153,22 @@ def classify(issues: list[Issue], given: Mapping[str, set[str]], known: Mapping[
     return outcomes, fresh, relabelled, unchanged
 
 
+def adding_encoder(base: dict, settings: Settings, encoder: Encoder | None) -> Encoder | None:
+    """The encoder an add to the published archive `base` embeds with: IndexMismatch unless
+    the tokenizer and the model are the archive's; None for a lexical-only archive (it stays
+    lexical only until rebuilt)."""
+    if base["tokenizer"] != settings.tokenizer:
+        raise IndexMismatch(f"index uses tokenizer {base['tokenizer']!r}, settings say "
+                            f"{settings.tokenizer!r}; rebuild with `qa index`")
+    if base["model"] and (encoder is None or encoder.name != base["model"]):
+        have = encoder.name if encoder else "no sentence model"
+        raise IndexMismatch(
+            f"index has dense vectors from {base['model']} but {have} is loaded; new "
+            f"passages cannot be embedded with the same model (load {base['model']}, or "
+            f"rebuild with `qa index`)")
+    return encoder if base["model"] else None
+
+
 def _parse_all(paths: Sequence[str | Path], meta: Mapping[str, str | None] | None = None
                ) -> tuple[list[Issue], list[FileOutcome], dict[str, set[str]]]:
     """Parse every issue file; the metadata of each comes from its sidecar, then `meta` (fields
@@ -300,17 +316,7 @@ def add(paths: Sequence[str | Path], settings: Settings, encoder: Encoder | None
             if not issues:
                 raise NothingToIndex(_nothing(rejected))
         else:
-            if base["tokenizer"] != settings.tokenizer:
-                raise IndexMismatch(f"index uses tokenizer {base['tokenizer']!r}, settings say "
-                                    f"{settings.tokenizer!r}; rebuild with `qa index`")
-            if base["model"] and (encoder is None or encoder.name != base["model"]):
-                have = encoder.name if encoder else "no sentence model"
-                raise IndexMismatch(
-                    f"index has dense vectors from {base['model']} but {have} is loaded; new "
-                    f"passages cannot be embedded with the same model (load {base['model']}, or "
-                    f"rebuild with `qa index`)")
-            if not base["model"]:
-                encoder = None  # a lexical-only archive stays lexical only until rebuilt
+            encoder = adding_encoder(base, settings, encoder)
         known = base["issues"] if base else {}
         outcomes, fresh, relabelled, unchanged = classify(issues, given, known, replace)
         archive_only: list[Issue] = []  # unchanged, but indexed before sources were kept

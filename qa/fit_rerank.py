@@ -40,66 +40,43 @@ from pathlib import Path
 import numpy as np
 
 from . import rerank
+from .answerability import MODEL_PATH as ANSWERABILITY
 from .fit import SEEDS_WEIGHT, VALIDATION_SHARE, sources, split_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-FORMAT = "qa-rerank/2"
-GATE_INPUTS = ("first_logit", "same_story")
+FORMAT, GATE_INPUTS = rerank.FORMAT, rerank.GATE_INPUTS
 GATE_SUBSETS = (("first_logit",), ("first_logit", "same_story"))
 GATE_CS = (0.1, 1.0, 10.0)
 FOLDS = 5
 PROTECT = 2.0  # a question lexical alone gets right weighs this much: never lower recall@1
 
 
-def first_confidence(searcher, question: str, match, lex_ids: np.ndarray,
-                     lex_scores: np.ndarray, first: int, dense: float | None = None) -> float:
-    """P(passage `first` answers), computed as Searcher.ask computes each answer's confidence
-    (question already normalised; lex_ids / lex_scores: the lexical top-k by score; dense: its
-    cosine, or the dense list's last one when unlisted, None without a sentence model)."""
-    from .answerability import passage_features
-    from .shortanswer import short_answer
-    from .text import mask_question_words
+def question_row(searcher, q: dict, source: str) -> dict:
+    """One question's first stage (Searcher.first_stage, no filters), stored raw: both lists,
+    the story and label of every passage either retriever listed, and the answerability
+    model's P(the lexical first answers) as Searcher.confidence gives it."""
+    from .text import normalise_question, strip_ws
 
     index = searcher.index
-    masked = mask_question_words(question)
-    weights = searcher._term_weights(index.tokenizer(masked))
-    grams = searcher._bigram_weights(masked)
-    record = index.passage(first)
-    sentence, span = searcher._best_sentence(record["text"], grams)
-    story = int(index.story_ids(np.asarray([first], dtype=np.int64))[0])
-    other = max((v for k, v in searcher._story_best(lex_ids, lex_scores).items()
-                 if k != story), default=0.0)
-    x = passage_features(searcher._evidence(question, weights, grams), record["text"],
-                         searcher._story(record), match.present([first])[0], sentence,
-                         short_answer(question, record["text"], span) is not None,
-                         float(match.scores[first]), float(lex_scores[0]), other, dense)
-    return searcher.answerability.probability(x)
-
-
-def question_row(searcher, q: dict, source: str) -> dict:
-    """One question's first stage (Searcher.ask's, no filters), stored raw: both lists, and the
-    story and label of every passage either retriever listed."""
-    from .text import mask_question_words, normalise_question, strip_ws
-
-    index, s = searcher.index, searcher.settings
-    question = normalise_question(q["question"])
-    match = index.lexical(index.tokenizer(mask_question_words(question)), s.candidates)
-    lex_ids, lex_scores = match.top(s.candidates)
-    order = [int(g) for g in searcher._focus_order(question, match, lex_ids, lex_scores)]
-    d_ids, d_scores = index.dense_search(searcher.encoder.encode_queries([question])[0],
-                                         s.candidates)
-    cos = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
-    conf = first_confidence(searcher, question, match, lex_ids, lex_scores, order[0],
-                            cos.get(order[0], min(cos.values(), default=0.0))) if order else 1.0
-    ids = list(dict.fromkeys(order + d_ids.tolist()))
+    r = searcher.first_stage(normalise_question(q["question"]))
+    order, d_ids = r.rankings["lexical"], r.rankings["dense"]
+    conf = searcher.confidence(r, order[0]) if order else 1.0
+    ids = list(dict.fromkeys(order + d_ids))
     answer, recs = strip_ws(q["answer"]), [index.passage(g) for g in ids]
     return {"source": source, "id": q["id"], "split": split_of(q["id"]), "lexical": order,
-            "lex_scores": [round(float(v), 5) for v in lex_scores], "dense": d_ids.tolist(),
-            "dense_scores": [round(float(v), 6) for v in d_scores], "ids": ids,
+            "lex_scores": [round(float(v), 5) for v in r.lex_scores], "dense": d_ids,
+            "dense_scores": [round(float(v), 6) for v in r.dense_scores], "ids": ids,
             "story": index.story_ids(np.asarray(ids, dtype=np.int64)).tolist() if ids else [],
             "first_confidence": round(float(conf), 6),
-            "y": [int(r["file"] == q["file"] and answer in strip_ws(r["text"])) for r in recs]}
+            "answerability_sha256": _answerability_sha(),
+            "y": [int(r_["file"] == q["file"] and answer in strip_ws(r_["text"]))
+                  for r_ in recs]}
+
+
+def _answerability_sha() -> str:
+    # first_confidence comes from this model: rows from another one must not be reused
+    return hashlib.sha256(ANSWERABILITY.read_bytes()).hexdigest()
 
 
 def collect(work: Path, cmrc: Path, dev: Path, team: Path, log=print) -> list[dict]:
@@ -118,8 +95,7 @@ def collect(work: Path, cmrc: Path, dev: Path, team: Path, log=print) -> list[di
     base = Settings.from_env()
     if not base.dense_enabled:
         raise SystemExit("the gate is fitted with the sentence model on: unset QA_MODEL=none")
-    if hasattr(Settings(), "second_stage"):  # the first stage alone, never a gate fitted before
-        base = base.with_(second_stage=False)
+    base = base.with_(second_stage=False)  # the first stage alone, never a gate fitted before
     encoder = CachedEncoder(load_encoder(base.model, base.embed_batch_size, base.encoder_threads))
     searchers: dict[Path, Searcher] = {}
     rows: list[dict] = []
@@ -152,20 +128,20 @@ def questions(rows: list[dict], dense_weight: float) -> list[dict]:
         first, lex_first = int(fused[0][0]), int(r["lexical"][0])
         label, story = (dict(zip(r["ids"], r[k], strict=True)) for k in ("y", "story"))
         p = min(max(float(r["first_confidence"]), 1e-6), 1 - 1e-6)
+        same = story[first] == story[lex_first]
         out.append({"source": r["source"], "id": r["id"], "split": r["split"],
                     "differ": first != lex_first, "yh": label[first], "yl": label[lex_first],
-                    "z": np.asarray([math.log(p / (1 - p)),
-                                     float(story[first] == story[lex_first])])})
+                    "p": p, "same": same,
+                    "z": np.asarray([math.log(p / (1 - p)), float(same)])})
     return out
 
 
-def keeps_lexical(gate: dict | None, z: np.ndarray) -> bool:
-    """True when the gate puts the lexical first back on top (z: every GATE_INPUTS value)."""
+def keeps_lexical(gate: dict | None, e: dict) -> bool:
+    """True when the gate puts the lexical first back on top: the runtime's own rule."""
     if gate is None:
         return False
-    idx = [GATE_INPUTS.index(n) for n in gate["inputs"]]
-    logit = float(np.dot(gate["coef"], z[idx]) + gate["intercept"])
-    return 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0))) < gate["threshold"]
+    return rerank.Gate(tuple(gate["inputs"]), tuple(gate["coef"]), gate["intercept"],
+                       gate["threshold"]).keeps_lexical(e["p"], e["same"])
 
 
 def fit_gate(ex: list[dict], inputs: tuple[str, ...], c: float, seeds_weight: float,
@@ -192,7 +168,7 @@ def utility(ex: list[dict], gate: dict | None, protect: float) -> np.ndarray:
     (+1 an answer gained, -protect one lost, 0 when the gate keeps the lexical first)."""
     out = np.zeros(len(ex))
     for i, e in enumerate(ex):
-        if not keeps_lexical(gate, e["z"]):
+        if not keeps_lexical(gate, e):
             d = e["yh"] - e["yl"]
             out[i] = d if d >= 0 else protect * d
     return out
@@ -239,7 +215,7 @@ def validation(qs: list[dict], gate: dict | None) -> dict:
     out: dict = {}
     for q in qs:
         before, lex = q["yh"], q["yl"]
-        after = lex if q["differ"] and keeps_lexical(gate, q["z"]) else before
+        after = lex if q["differ"] and keeps_lexical(gate, q) else before
         o = out.setdefault(f"{q['source']}/{q['split']}", dict.fromkeys(
             ("n", "before", "after", "gained", "lost", "lost_vs_lexical"), 0))
         for k, v in (("n", 1), ("before", before), ("after", after), ("gained", after > before),
@@ -271,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     dense_weight = Settings.from_env().dense_weight
     if args.rows and args.rows.is_file():
         rows = [json.loads(line) for line in args.rows.read_text().splitlines()]
+        if any(r.get("answerability_sha256") != _answerability_sha() for r in rows):
+            raise SystemExit(f"{args.rows} was collected with another answerability model; "
+                             "delete it (or pass another --rows) to collect afresh")
     else:
         with tempfile.TemporaryDirectory(prefix="qa-fit-rerank-") as work:
             rows = collect(Path(work), args.cmrc, args.dev, args.team, log)
@@ -285,8 +264,6 @@ def main(argv: list[str] | None = None) -> None:
     gate = {**gate, "coef": [round(float(v), 6) for v in gate["coef"]],
             "intercept": round(gate["intercept"], 6)} if pick["kept"] else None
     import sklearn
-
-    from .answerability import MODEL_PATH as ANSWERABILITY
 
     raw = ANSWERABILITY.read_bytes()  # gave first_confidence: refit the gate after refitting it
     counts: dict[str, dict[str, int]] = {}
@@ -318,8 +295,7 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": round(time.perf_counter() - started, 1),
         },
     }
-    if getattr(rerank, "FORMAT", None) == FORMAT and gate is not None:
-        rerank.Gate.from_dict(data)  # what is written must load (once qa.rerank reads it)
+    rerank.Gate.from_dict(data)  # what is written must load
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     log(f"wrote {args.out} in {time.perf_counter() - started:.1f} s: gate {json.dumps(gate)}")

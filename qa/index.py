@@ -64,8 +64,34 @@ MASK_CACHE = 32  # filter masks an Index keeps (one bool per passage each)
 # as 1 of 10 asked for with 30 allowed among 60,000.
 FILTER_EXACT_MAX = 50_000
 
+class ManifestFacts:
+    """What a loaded generation says of itself, read from its manifest (any backend)."""
+
+    manifest: dict
+
+    @property
+    def generation(self) -> str:
+        """This generation's name."""
+        return self.manifest["generation"]
+
+    @property
+    def model(self) -> str | None:
+        """The sentence model the dense vectors came from, or None (lexical only)."""
+        return self.manifest.get("model")
+
+    @property
+    def n_passages(self) -> int:
+        """Passages in the archive (load checks the manifest's count against the data)."""
+        return self.manifest["counts"]["passages"]
+
+    def issue_meta(self, file: str) -> dict:
+        """An issue's metadata from the manifest: paper, date, edition (None where not given)."""
+        entry = self.manifest["issues"].get(file) or {}
+        return {k: entry.get(k) for k in ("paper", "date", "edition")}
+
+
 @dataclass
-class Index:
+class Index(ManifestFacts):
     """One loaded generation, read-only; safe to share between threads."""
 
     root: Path
@@ -105,21 +131,6 @@ class Index:
                     for e in manifest["segments"]]
         return cls(root, manifest, segments)
 
-    @property
-    def generation(self) -> str:
-        """This generation's name."""
-        return self.manifest["generation"]
-
-    @property
-    def model(self) -> str | None:
-        """The sentence model the dense vectors came from, or None (lexical only)."""
-        return self.manifest.get("model")
-
-    @property
-    def n_passages(self) -> int:
-        """Passages in the archive."""
-        return self.bm25.n_docs
-
     def locate(self, gid: int) -> tuple[Segment, int]:
         """Segment and local id of a global passage id."""
         k = int(np.searchsorted(self.offsets, gid, side="right") - 1)
@@ -143,11 +154,6 @@ class Index:
         """A number per passage that is the same for passages of one story."""
         return np.searchsorted(self._story_starts, np.asarray(gids, dtype=np.int64),
                                side="right") - 1
-
-    def issue_meta(self, file: str) -> dict:
-        """An issue's metadata from the manifest: paper, date, edition (None where not given)."""
-        entry = self.manifest["issues"].get(file) or {}
-        return {k: entry.get(k) for k in ("paper", "date", "edition")}
 
     def passage_mask(self, filters: Filters | None) -> np.ndarray | None:
         """Which passages meet the filters (one bool per global id); None when no filter.

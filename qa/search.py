@@ -21,7 +21,7 @@ from .filters import Filters
 from .fusion import convex, order_within_groups, rrf
 from .index import Index, IndexMismatch
 from .lexical import Match
-from .rerank import Gate, lexical_first_back
+from .rerank import Gate, lexical_first_back, load_gate
 from .shortanswer import short_answer
 from .text import (
     BIGRAM_PREFIX,
@@ -94,12 +94,17 @@ def validate_question(s: Settings, question: object, top_k: object = None) -> tu
 
 
 @dataclass
-class _Query:
-    """What one question's ranking computed that each passage's evidence reads."""
+class Ranked:
+    """One question's first stage: both retrievers' lists and what each passage's evidence
+    reads (Searcher.first_stage)."""
 
-    question: str
+    question: str  # normalised
+    masked: str  # question words masked out
     match: Match
-    scores: dict[str, dict[int, float]]
+    rankings: dict[str, list[int]]  # retriever -> ids best first (lexical in focus order)
+    scores: dict[str, dict[int, float]]  # retriever -> id -> its score
+    lex_scores: list[float]  # the lexical scores best first (convex reads them by rank)
+    dense_scores: list[float]
     gram_weights: dict[str, float]
     evidence: QuestionEvidence
     top_lex: float
@@ -165,9 +170,11 @@ class Searcher:
         self.only = only  # "dense": the model's ranking alone (bench/quality.py compares it)
         # loaded (and checked) at start-up: a missing or corrupt file fails here, not mid-query
         self.answerability = answerability if answerability is not None else load_model()
-        # None: switched off (QA_SECOND_STAGE), or the fit kept no gate
-        self.gate = (gate if gate is not None else Gate.load()) if settings.second_stage \
-            else None
+        # None: switched off (QA_SECOND_STAGE), no second ranking to gate (lexical or dense
+        # alone, rank fusion), or the fit kept no gate
+        applies = (settings.second_stage and encoder is not None and only is None
+                   and settings.fusion == "scores")
+        self.gate = (gate if gate is not None else load_gate()) if applies else None
         self._story_text: dict[tuple[str, int], str] = {}
 
     @property
@@ -187,37 +194,18 @@ class Searcher:
         started = time.perf_counter()
         typed, top_k = self.validate(question, top_k)
         # traditional -> simplified, full width -> half, Latin case folded: the archive's form
-        question = normalise_question(typed)
+        q = self.first_stage(normalise_question(typed), filters)
         index, s = self.index, self.settings
-        masked = mask_question_words(question)
-        terms = index.tokenizer(masked)
-        # with filters only matching passages rank; the statistics stay the archive's
-        match = index.lexical(terms, s.candidates, filters)
-        lex_ids, lex_scores = match.top(s.candidates)
-        scores = {"lexical": dict(zip(lex_ids.tolist(), lex_scores.tolist(), strict=True))}
-        rankings = {"lexical": self._focus_order(question, match, lex_ids, lex_scores)}
-        if self.encoder is not None:
-            qvec = self.encoder.encode_queries([question])[0]
-            d_ids, d_scores = index.dense_search(qvec, s.candidates, filters=filters)
-            rankings["dense"] = d_ids.tolist()
-            scores["dense"] = dict(zip(d_ids.tolist(), d_scores.tolist(), strict=True))
-            if self.only == "dense":
-                del rankings["lexical"]
-        weights = self._term_weights(terms)
-        gram_weights = self._bigram_weights(masked)
-        q = _Query(question, match, scores, gram_weights,
-                   self._evidence(question, weights, gram_weights),
-                   float(lex_scores[0]) if len(lex_scores) else 0.0,
-                   self._story_best(lex_ids, lex_scores))
         assessed: dict[int, tuple] = {}  # gid -> passage evidence, computed once
-        if "dense" in rankings and "lexical" in rankings and s.fusion != "rrf":
-            fused = convex((rankings["lexical"], lex_scores.tolist()),
-                           (rankings["dense"], d_scores.tolist()), s.dense_weight)
-            fused = self._second_stage(q, fused, rankings["lexical"], assessed)
+        if "dense" in q.rankings and "lexical" in q.rankings and s.fusion != "rrf":
+            fused = convex((q.rankings["lexical"], q.lex_scores),
+                           (q.rankings["dense"], q.dense_scores), s.dense_weight)
+            fused = self._second_stage(q, fused, assessed)
         else:  # rank fusion; with one retriever this keeps its order
-            fused = rrf(rankings, k=s.rrf_k, weights={"lexical": 1.0, "dense": s.dense_weight})
+            fused = rrf(q.rankings, k=s.rrf_k,
+                        weights={"lexical": 1.0, "dense": s.dense_weight})
 
-        marked = self._question_words(masked)
+        marked = self._question_words(q.masked)
         seen = _Seen()
         picked: list[tuple[int, float, dict, dict]] = []
         for gid, score, ranks in fused:
@@ -226,10 +214,11 @@ class Searcher:
             record = index.passage(gid)
             if not seen.is_copy(record["text"]):  # the same story printed twice: keep one
                 picked.append((gid, score, ranks, record))
+        # the postings and story ids of every new passage in one pass each
+        new = [(gid, record) for gid, _, _, record in picked if gid not in assessed]
+        assessed.update(self._assess_all(q, new))
         answers: list[Answer] = []
         for gid, score, ranks, record in picked:
-            if gid not in assessed:
-                assessed[gid] = self._assess(q, gid, record)
             x, sentence, span, short = assessed[gid]
             folded = fold(record["text"])
             answers.append(Answer(
@@ -237,7 +226,7 @@ class Searcher:
                 confidence=round(self.answerability.probability(x), 4),
                 highlight=sentence, highlight_span=span,
                 terms=[w for w in marked if w in folded],
-                retrievers={name: {"rank": r, "score": round(float(scores[name][gid]), 4)}
+                retrievers={name: {"rank": r, "score": round(float(q.scores[name][gid]), 4)}
                             for name, r in ranks.items()},
                 short=short, features=x))
         # the threshold is on a probability: QA_MIN_CONFIDENCE = 0.2 refuses when the best
@@ -246,40 +235,72 @@ class Searcher:
         return Result(typed, answers, answerable, index.generation, self.mode,
                       round((time.perf_counter() - started) * 1000, 2))
 
-    def _assess(self, q: _Query, gid: int, record: dict
-                ) -> tuple[np.ndarray, str, tuple[int, int], tuple[int, int] | None]:
-        """One passage's evidence: (answerability features, best sentence, its span, short
-        answer span)."""
-        has = q.match.present([gid])[0]  # the query terms it has, from the postings
-        story = int(self.index.story_ids(np.asarray([gid], dtype=np.int64))[0])
-        sentence, span = self._best_sentence(record["text"], q.gram_weights)
-        short = short_answer(q.question, record["text"], span)
-        other = max((v for k, v in q.story_best.items() if k != story), default=0.0)
-        dense = q.scores["dense"].get(gid) if "dense" in q.scores else None
-        if "dense" in q.scores and dense is None:  # outside the dense list: below its last
-            dense = min(q.scores["dense"].values(), default=0.0)
-        x = passage_features(q.evidence, record["text"], self._story(record), has, sentence,
-                             short is not None, q.match.score(gid), q.top_lex, other, dense)
-        if short is not None and not (span[0] <= short[0] and short[1] <= span[1]):
-            # the answer stands in another sentence: mark that one too (the evidence above
-            # keeps the best-matching sentence), so the bold answer is always inside the mark;
-            # a neighbour joins the best sentence, a sentence further away replaces it
-            _, at = self._sentence_at(record["text"], short)
-            text = record["text"]
-            if not text[min(at[1], span[1]):max(at[0], span[0])].strip(" \t\n"):
-                at = (min(at[0], span[0]), max(at[1], span[1]))
-            sentence, span = text[at[0]:at[1]], at
-        return x, sentence, span, short
+    def first_stage(self, question: str, filters: Filters | None = None) -> Ranked:
+        """Both retrievers' candidates for a normalised question, and what each passage's
+        evidence reads; fusion and the second stage come after (ask)."""
+        index, s = self.index, self.settings
+        masked = mask_question_words(question)
+        terms = index.tokenizer(masked)
+        # with filters only matching passages rank; the statistics stay the archive's
+        match = index.lexical(terms, s.candidates, filters)
+        lex_ids, lex_scores = match.top(s.candidates)
+        scores = {"lexical": dict(zip(lex_ids.tolist(), lex_scores.tolist(), strict=True))}
+        rankings = {"lexical": self._focus_order(question, match, lex_ids, lex_scores)}
+        dense_scores: list[float] = []
+        if self.encoder is not None:
+            qvec = self.encoder.encode_queries([question])[0]
+            d_ids, d_scores = index.dense_search(qvec, s.candidates, filters=filters)
+            rankings["dense"] = d_ids.tolist()
+            dense_scores = d_scores.tolist()
+            scores["dense"] = dict(zip(rankings["dense"], dense_scores, strict=True))
+            if self.only == "dense":
+                del rankings["lexical"]
+        gram_weights = self._bigram_weights(masked)
+        return Ranked(question, masked, match, rankings, scores, lex_scores.tolist(),
+                      dense_scores, gram_weights,
+                      self._evidence(question, self._term_weights(terms), gram_weights),
+                      float(lex_scores[0]) if len(lex_scores) else 0.0,
+                      self._story_best(lex_ids, lex_scores))
 
-    def _second_stage(self, q: _Query, fused: list, lexical: list[int],
-                      assessed: dict[int, tuple]) -> list:
+    def confidence(self, q: Ranked, gid: int) -> float:
+        """P(passage gid answers q's question), as ask computes it for an answer."""
+        return self.answerability.probability(
+            self._assess_all(q, [(gid, self.index.passage(gid))])[gid][0])
+
+    def _assess_all(self, q: Ranked, passages: list[tuple[int, dict]]
+                    ) -> dict[int, tuple[np.ndarray, str, tuple[int, int],
+                                         tuple[int, int] | None]]:
+        """Each passage's evidence: (answerability features, marked sentence, its span, short
+        answer span); postings and story ids are read once for all of them."""
+        if not passages:
+            return {}
+        gids = [gid for gid, _ in passages]
+        present = q.match.present(gids)  # the query terms each has, from the postings
+        stories = self.index.story_ids(np.asarray(gids, dtype=np.int64)).tolist()
+        out = {}
+        for (gid, record), has, story in zip(passages, present, stories, strict=True):
+            text = record["text"]
+            sentence, span = self._best_sentence(text, q.gram_weights)
+            short = short_answer(q.question, text, span)
+            other = max((v for k, v in q.story_best.items() if k != story), default=0.0)
+            dense = q.scores["dense"].get(gid) if "dense" in q.scores else None
+            if "dense" in q.scores and dense is None:  # outside the dense list: below its last
+                dense = min(q.scores["dense"].values(), default=0.0)
+            x = passage_features(q.evidence, text, self._story(record), has, sentence,
+                                 short is not None, q.match.score(gid), q.top_lex, other, dense)
+            # the evidence keeps the best-matching sentence; the mark holds the answer
+            out[gid] = (x, *self._mark(text, span, short), short)
+        return out
+
+    def _second_stage(self, q: Ranked, fused: list, assessed: dict[int, tuple]) -> list:
         # When the model's fused ranking changes the first passage, the fitted gate
         # (qa.rerank) keeps the lexical first on top where the answerability model is sure
         # of it: the model helps on close calls and never overturns a confident answer.
+        lexical = q.rankings["lexical"]
         if self.gate is None or not fused or not lexical or fused[0][0] == lexical[0]:
             return fused
         first = lexical[0]
-        assessed[first] = self._assess(q, first, self.index.passage(first))
+        assessed.update(self._assess_all(q, [(first, self.index.passage(first))]))
         confidence = self.answerability.probability(assessed[first][0])
         stories = self.index.story_ids(np.asarray([fused[0][0], first], dtype=np.int64))
         if self.gate.keeps_lexical(confidence, bool(stories[0] == stories[1])):
@@ -343,6 +364,19 @@ class Searcher:
             return dict.fromkeys(grams, 1.0)
         idf = self.index.idf_many([prefix + g for g in grams])
         return {g: idf[prefix + g] for g in grams}
+
+    @classmethod
+    def _mark(cls, text: str, span: tuple[int, int], short: tuple[int, int] | None
+              ) -> tuple[str, tuple[int, int]]:
+        """The sentence to mark: the best-matching one (span), or, when the short answer
+        stands elsewhere, its own sentence — joined to the best one when they are neighbours
+        — so the bold answer is always inside the mark."""
+        if short is None or (span[0] <= short[0] and short[1] <= span[1]):
+            return text[span[0]:span[1]], span
+        _, at = cls._sentence_at(text, short)
+        if not text[min(at[1], span[1]):max(at[0], span[0])].strip(" \t\n"):
+            at = (min(at[0], span[0]), max(at[1], span[1]))
+        return text[at[0]:at[1]], at
 
     @staticmethod
     def _sentence_at(text: str, short: tuple[int, int]) -> tuple[str, tuple[int, int]]:

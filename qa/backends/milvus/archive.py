@@ -20,6 +20,7 @@ import numpy as np
 
 from ...errors import IndexCorrupt
 from ...filters import Filters
+from ...index import ManifestFacts
 from ...lexical import K1, B, idf, term_key
 from ...text import get_tokenizer
 from . import store
@@ -42,7 +43,7 @@ class _Row:
         self.length = len(keys)
 
 
-class MilvusIndex:
+class MilvusIndex(ManifestFacts):
     """One published generation in Milvus; safe to share between threads."""
 
     segments: list = []  # no local segments: the archive page lists issues from the manifest
@@ -52,34 +53,13 @@ class MilvusIndex:
         self.manifest = manifest
         self.tokenizer = get_tokenizer(manifest["tokenizer"])
         self.expr = store.visible(manifest)
-        n = manifest["counts"]["passages"]
-        self.n_docs = n
+        n = self.n_passages
         self.avgdl = manifest["counts"]["tokens"] / n if n else 1.0
         self._rows: OrderedDict[int, _Row] = OrderedDict()
         self._df: dict[int, int] = {}
         self._lock = threading.Lock()
 
     # -------------------------------------------------------------- what Index offers
-
-    @property
-    def generation(self) -> str:
-        """This generation's name."""
-        return self.manifest["generation"]
-
-    @property
-    def model(self) -> str | None:
-        """The sentence model of the vectors, or None (lexical only)."""
-        return self.manifest.get("model")
-
-    @property
-    def n_passages(self) -> int:
-        """Passages in the archive."""
-        return self.n_docs
-
-    def issue_meta(self, file: str) -> dict:
-        """An issue's paper, date and edition (None where not given)."""
-        entry = self.manifest["issues"].get(file) or {}
-        return {k: entry.get(k) for k in ("paper", "date", "edition")}
 
     def passage(self, gid: int) -> dict:
         """The record of one passage (with 'gid' added)."""
@@ -106,7 +86,7 @@ class MilvusIndex:
     def idf_many(self, terms: list[str]) -> dict[str, float]:
         """Archive IDF of each term; one no passage has gets the largest possible IDF."""
         dfs = self._dfs([term_key(t) for t in terms])
-        return {t: idf(dfs[term_key(t)], self.n_docs) for t in terms}
+        return {t: idf(dfs[term_key(t)], self.n_passages) for t in terms}
 
     def lexical(self, terms: list[str], k: int, filters: Filters | None = None) -> MilvusMatch:
         """BM25 candidates from Milvus, scored exactly here (k: how many the caller takes)."""
@@ -114,7 +94,7 @@ class MilvusIndex:
         keys = [term_key(t) for t in uniq]
         dfs = self._dfs(keys)
         kept = [(t, key) for t, key in zip(uniq, keys, strict=True) if dfs[key]]
-        weights = {key_token(key): idf(dfs[key], self.n_docs) for _, key in kept}
+        weights = {key_token(key): idf(dfs[key], self.n_passages) for _, key in kept}
         match = MilvusMatch(self, [t for t, _ in kept], [key_token(k_) for _, k_ in kept],
                             weights)
         if not kept:

@@ -20,6 +20,7 @@ from ...build import (
     _embed,
     _nothing,
     _parse_all,
+    adding_encoder,
     classify,
     issue_records,
 )
@@ -118,14 +119,7 @@ def _write(backend: Any, client: Any, name: str, issues: list[Issue],
     base = store.read_manifest(client, backend.dialect, name, base_n) if base_n else None
     previous = base["generation"] if base else None
     if base and not rebuild:
-        if base["tokenizer"] != settings.tokenizer:
-            raise IndexMismatch(f"index uses tokenizer {base['tokenizer']!r}, settings say "
-                                f"{settings.tokenizer!r}; rebuild with `qa index`")
-        if base["model"] and (encoder is None or encoder.name != base["model"]):
-            raise IndexMismatch(f"index has dense vectors from {base['model']}; load it to add "
-                                "passages, or rebuild with `qa index`")
-        if not base["model"]:
-            encoder = None
+        encoder = adding_encoder(base, settings, encoder)
     known = base["issues"] if base and not rebuild else {}
     outcomes, fresh, relabelled_map, _ = classify(issues, given, known, replace)
     relabelled = list(relabelled_map.values())
