@@ -17,7 +17,9 @@ the answerability model was first scored, and are never fitted on; seeds-fresh (
 the test of them; seeds-blind3 (ids blind3-…, 32 reworded, 42 unanswerable) was written blind
 by a helper who never ran the system, before the learned second stage was first scored on
 it; seeds-blind4 (ids blind4-…, 30 reworded, 40 unanswerable) the same way, before the
-answerability model was refitted with the sentence model. cmrc-val is the validation split
+answerability model was refitted with the sentence model; seeds-blind5 (ids blind5-…, 40
+reworded with short answers, 30 unanswerable) the same way, before the constraint and
+counted-noun changes of the refit after it were first scored. cmrc-val is the validation split
 of `python -m qa.fit` (CMRC questions it never fitted on); `--cmrc-all` scores all of CMRC.
 After the table: the reliability of `confidence` on the validation split (CMRC, dev and team
 questions the model was not fitted on): predicted probability against observed share of top
@@ -52,6 +54,7 @@ SETS = [  # name, issue files, question file
     ("fresh", ROOT / "seeds", QUESTIONS / "seeds-fresh.jsonl"),
     ("blind3", ROOT / "seeds", QUESTIONS / "seeds-blind3.jsonl"),
     ("blind4", ROOT / "seeds", QUESTIONS / "seeds-blind4.jsonl"),
+    ("blind5", ROOT / "seeds", QUESTIONS / "seeds-blind5.jsonl"),
     ("cmrc-val", CMRC / "issues", CMRC / "questions.jsonl"),
 ]
 FITTED_ON = ("dev", "team", "cmrc-val")  # sets whose questions qa.fit split into train / val

@@ -118,7 +118,7 @@ def numeral_forms(numeral: str) -> tuple[str, ...]:
 class Constraint:
     """One specific detail of a question; `forms` are the ways a passage may state it."""
 
-    kind: str  # grade, ordinal, phase, year, relyear, period, number, level, quoted, name
+    kind: str  # grade, ordinal, phase, year, relyear, period, number, level, quoted, role, name
     text: str
     forms: tuple[str, ...]
 
@@ -134,6 +134,10 @@ _PERIOD = re.compile(rf"近({_NUMERAL}{{1,2}})(年|个月|天)")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # administrative or recognition levels: "省级" where the archive says "市级" is a near-miss
 _LEVEL = re.compile(r"国家级|省级|市级|区级|县级|全国|全省|全市|全区")
+# a post: "院长" is not stated by "常务副院长", nor "会长" by "副会长"
+_ROLE = re.compile(r"(?:常务)?副?(?:理事长|秘书长|董事长|总经理|总编剧|总编辑|会长|院长|局长|书记"
+                   r"|主任|编剧|导演|校长|主席|组长|队长|站长|所长|厅长|部长|市长|县长|区长|镇长"
+                   r"|乡长|村长|社长|总监|馆长|行长|处长|科长|主编)")
 _QUOTED = re.compile(r"“([^”]{2,30})”|《([^》]{1,30})》|\"([^\"]{2,30})\"|「([^」]{2,30})」")
 
 
@@ -173,6 +177,8 @@ def constraints(question: str) -> tuple[Constraint, ...]:
         add("level", m, m.group(), (m.group(),))
     for m in _NUMBER.finditer(q):
         add("number", m, m.group(), (m.group(),))
+    for m in _ROLE.finditer(q):
+        add("role", m, m.group(), (m.group(),))
     for word in _names(q):
         if not any(word in c.text or c.text in word for c in out):
             out.append(Constraint("name", word, _name_forms(word)))
@@ -187,16 +193,53 @@ def _names(question: str) -> list[str]:
     from .text import _jieba_module  # noqa: PLC0415 - shares the one initialised jieba
 
     _jieba_module()
-    return list(dict.fromkeys(
-        w.word for w in pseg.cut(question, HMM=False)
-        if w.flag in ("ns", "nt") and 2 <= len(w.word) <= 8
-        and re.fullmatch(r"[\u4e00-\u9fff]+", w.word) and not _ASKS.search(w.word)
-        and not w.word.endswith(("里", "们"))))
+    words = list(pseg.cut(question, HMM=False))
+    found = [w.word for w in words
+             if w.flag in ("ns", "nt") and 2 <= len(w.word) <= 8
+             and re.fullmatch(r"[\u4e00-\u9fff]+", w.word) and not _ASKS.search(w.word)
+             and not w.word.endswith(("里", "们")) and w.word not in _NOT_NAMES]
+    return list(dict.fromkeys(found + _small_places(words)))
+
+
+# Towns, villages, streets and district bureaux the dictionary does not know come out as two
+# single characters before an administrative word (瓜/沥/镇, 柯/桥/区, 临/平/分局): a changed
+# town is the commonest near-miss.
+_ADMIN = frozenset(("镇", "乡", "村", "区", "县", "街道", "社区", "分局"))
+_NOT_IN_NAME = re.compile(r"(?:u\w*|p|c|r\w*|m|q|x|d|y|e|o|f|eng)")
+
+
+def _small_places(words: list) -> list[str]:
+    out = []
+    for i, w in enumerate(words):
+        if w.word not in _ADMIN or i < 1:
+            continue
+        before = words[i - 1]
+        if (w.word in ("街道", "社区", "镇", "乡", "村") and before.flag in ("nr", "ns", "nz")
+                and len(before.word) == 2):  # 凯旋/nr 街道
+            out.append(before.word + w.word)
+            continue
+        pair = words[i - 2 : i] if i >= 2 else []
+        if len(pair) == 2 and all(len(x.word) == 1 and "\u4e00" <= x.word <= "\u9fff"
+                                  and x.word not in _ADMIN and x.word not in "的了和与及在是"
+                                  and not _NOT_IN_NAME.fullmatch(x.flag) for x in pair):
+            out.append(pair[0].word + pair[1].word + w.word)
+    return out
 
 
 _ASKS = re.compile("哪|什么|多少|几|谁|怎")
+# Common words jieba's dictionary tags as places or organisations (什么东西, 上门看望, 新建了):
+# picked by hand from its two-character ns/nt words of frequency 300 or more.
+_NOT_NAMES = frozenset("""
+    城市 东西 平原 爱国 南北 英雄 朝廷 太阳 哥哥 海洋 湖泊 大桥 高原 上市 美丽 建国 山区
+    江湖 大街 王国 开国 城镇 阿哥 庆典 南路 深度 山脉 回国 治安 大国 新鲜 古城 海峡 长度 山水
+    长大 莫非 普及 商城 古典 阴阳 江山 高山 大海 山坡 河谷 上马 太平 福利 日志 云集 青春 山河
+    神圣 新建 中断 河水 山洞 都城 关联 海湾 广义 湖水 上山 江水 新城 海关 舞美 大洋 山峰 内城
+    下山 上台 山寨 契约 入口 入市 都市 重镇 大山 城堡 江河 伦理 泉水 渡江 城垣 大河 大湖 大江
+    治国 天黑 法典 池塘 天桥 安宁 密封 上门 立马 海滨 湖区 沿河 党组织 东南 西北 西南 东北
+    中路 西门 南门 北门 石桥 山口 深山 江中 广布 加盟 登山 黄沙 千古 城南 中和 兴国 中兴
+""".split())  # noqa: SIM905 - a word table reads better as text
 # 滨江区 is as often 滨江 (杭州高新区(滨江)); 玉环市 is 玉环
-_PLACE_SUFFIX = re.compile(r"(?<=[\u4e00-\u9fff]{2})(?:省|市|县|区|镇|乡|村|街道|社区)$")
+_PLACE_SUFFIX = re.compile(r"(?<=[\u4e00-\u9fff]{2})(?:省|市|县|区|镇|乡|村|街道|社区|分局)$")
 
 
 def _name_forms(word: str) -> tuple[str, ...]:
@@ -227,6 +270,8 @@ def stated(c: Constraint, text: str) -> bool:
         return any(_whole_number(f).search(text) for f in c.forms)
     if c.kind == "quoted":
         return any(_fuzzy_in(f, text) for f in c.forms)
+    if c.kind == "role":  # 院长 is not stated by 副院长
+        return any(re.search(rf"(?<!副){re.escape(f)}", text) for f in c.forms)
     return any(f in text for f in c.forms)
 
 

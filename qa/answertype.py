@@ -74,13 +74,32 @@ class AnswerType:
 
 
 # Measure words that count the same thing: 多少人 is answered by 261名 as well as by 261人.
-SAME_UNIT = {"人": ("人", "名", "位", "人次"), "名": ("名", "人", "位"), "位": ("位", "名", "人")}
+# So do the measure words of abstract things: 几条增收路径 is answered by 5种, 几项措施 by 3条.
+_ABSTRACT = ("条", "项", "种", "类", "个")
+SAME_UNIT = {"人": ("人", "名", "位", "人次"), "名": ("名", "人", "位"), "位": ("位", "名", "人"),
+             **{u: (u, *(v for v in _ABSTRACT if v != u)) for u in _ABSTRACT[:4]}}
+
+
+# A counted noun ends at the first verb, adjective, adverb, particle, preposition or pronoun
+# (多少家企业结了对子 counts 企业): the rest of a reworded question is not the passage's wording.
+_NOT_NOUN = re.compile(r"(?:v(?!n)\w*|a|ad|d\w*|u\w*|p|c|r\w*|y|e|o|f|x|zg)")
 
 
 def _counted_noun(question: str, end: int) -> tuple[str, ...]:
+    import jieba.posseg as pseg  # noqa: PLC0415 - loaded with jieba's dictionary, on first use
+
+    from .text import _jieba_module  # noqa: PLC0415 - shares the one initialised jieba
+
     phrase = _PHRASE_END.split(question[end:], maxsplit=1)[0]
-    phrase = _LEADING_PARTICLES.sub("", phrase)[:COUNTED_CHARS]
-    return tuple(g for g in char_ngrams(mask_question_words(phrase)) if len(g) >= 2)
+    phrase = _LEADING_PARTICLES.sub("", phrase)
+    _jieba_module()
+    noun = ""
+    for word in pseg.cut(phrase, HMM=False):
+        if _NOT_NOUN.fullmatch(word.flag) or len(noun) >= COUNTED_CHARS:
+            break
+        noun += word.word
+    noun = noun[:COUNTED_CHARS]
+    return tuple(g for g in char_ngrams(mask_question_words(noun)) if len(g) >= 2)
 
 
 def expected_answer(question: str) -> AnswerType | None:

@@ -120,6 +120,17 @@ def test_answer_type_support():
     assert supports(None, "任何文字")
 
 
+def test_the_counted_noun_ends_at_the_first_verb_or_adjective():
+    # a reworded question says more after the noun than the passage does
+    assert expected_answer("多少家企业结了对子?").counted[0] == "企业"
+    assert supports(expected_answer("区管干部总共和多少家企业结了对子?"), "区管干部结对企业750家")
+    assert expected_answer("今年协商解决了多少件加装电梯这样的事?").counted == ()
+    assert expected_answer("有几个新上任的村社书记?").counted == ()
+    assert expected_answer("发放了多少份宣传册?").counted == ("宣传", "传册")
+    # abstract things are counted with any of their measure words
+    assert supports(expected_answer("一共摸索出几条门路?"), "探索出闲置激活等5种门路")
+
+
 def test_a_count_must_stand_beside_what_it_counts():
     asked = expected_answer("今年引进了多少家外资企业?")
     assert not supports(asked, "普查入企企业2714家。招引落地首店旗舰店28家。")
