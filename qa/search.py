@@ -262,10 +262,14 @@ class Searcher:
                       float(lex_scores[0]) if len(lex_scores) else 0.0,
                       self._story_best(lex_ids, lex_scores))
 
-    def confidence(self, q: Ranked, gid: int) -> float:
-        """P(passage gid answers q's question), as ask computes it for an answer."""
-        return self.answerability.probability(
-            self._assess_all(q, [(gid, self.index.passage(gid))])[gid][0])
+    def confidence(self, q: Ranked, gid: int, assessed: dict[int, tuple] | None = None
+                   ) -> float:
+        """P(passage gid answers q's question), as ask computes it for an answer (assessed:
+        evidence already computed for this question, added to)."""
+        assessed = {} if assessed is None else assessed
+        if gid not in assessed:
+            assessed.update(self._assess_all(q, [(gid, self.index.passage(gid))]))
+        return self.answerability.probability(assessed[gid][0])
 
     def _assess_all(self, q: Ranked, passages: list[tuple[int, dict]]
                     ) -> dict[int, tuple[np.ndarray, str, tuple[int, int],
@@ -300,8 +304,7 @@ class Searcher:
         if self.gate is None or not fused or not lexical or fused[0][0] == lexical[0]:
             return fused
         first = lexical[0]
-        assessed.update(self._assess_all(q, [(first, self.index.passage(first))]))
-        confidence = self.answerability.probability(assessed[first][0])
+        confidence = self.confidence(q, first, assessed)
         stories = self.index.story_ids(np.asarray([fused[0][0], first], dtype=np.int64))
         if self.gate.keeps_lexical(confidence, bool(stories[0] == stories[1])):
             return lexical_first_back(fused, first)

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from .answertype import NUMERAL, UNITS, expected_answer
-from .text import char_ngrams, fold, split_sentences
+from .text import char_ngrams, fold, pos_words, split_sentences
 
 # ---------------------------------------------------------------- question reading
 
@@ -325,12 +325,7 @@ def _people(sent: str, lo: int, hi: int) -> list[tuple[int, int]]:
     """Person names in sent[lo:hi]: jieba's nr words, a surname followed by one or two single
     characters (尹 建 伟), foreign names joined by ·. jieba's HMM finds more names but costs
     ~25 µs a character, too slow to run on every passage; the dictionary pass is ~3 µs."""
-    import jieba.posseg as pseg  # noqa: PLC0415 - loaded with jieba's dictionary, on first use
-
-    from .text import _jieba_module  # noqa: PLC0415 - shares the one initialised jieba
-
-    _jieba_module()
-    words = list(pseg.cut(sent[lo:hi], HMM=False))
+    words = pos_words(sent[lo:hi])
     offsets = [lo]
     for w in words:
         offsets.append(offsets[-1] + len(w.word))

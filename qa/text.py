@@ -144,6 +144,15 @@ def _jieba_module():
     return _jieba
 
 
+def pos_words(text: str) -> list:
+    """jieba's part-of-speech words of text (`.word`, `.flag`): its dictionary pass, HMM off
+    (~3 µs a character; the HMM finds more unknown words at ~25 µs)."""
+    import jieba.posseg as pseg  # noqa: PLC0415 - loaded with jieba's dictionary, on first use
+
+    _jieba_module()
+    return list(pseg.cut(text, HMM=False))
+
+
 def _is_token(tok: str) -> bool:
     return any(ch.isalnum() for ch in tok)
 
