@@ -21,9 +21,10 @@ answerability model was refitted with the sentence model; seeds-blind5 (ids blin
 reworded with short answers, 30 unanswerable) the same way, before the constraint and
 counted-noun changes of the refit after it were first scored; seeds-blind6 (ids blind6-…, 35
 reworded, 35 unanswerable) the same way, then scored once with that model and once with a
-variant fitted on the team's news training paragraphs too (not kept). cmrc-val is the
-validation split of `python -m qa.fit` (CMRC questions it never fitted on); `--cmrc-all` scores
-all of CMRC.
+variant fitted on the team's news training paragraphs too (not kept); seeds-blind7 (ids
+blind7-…, 30 reworded, 30 unanswerable) the same way, scored once with the final code.
+cmrc-val is the validation split of `python -m qa.fit` (CMRC questions it never fitted on);
+`--cmrc-all` scores all of CMRC.
 After the table: the reliability of `confidence` on the validation split (CMRC, dev and team
 questions the model was not fitted on): predicted probability against observed share of top
 passages that hold the answer, by decile. Passage vectors are cached in bench/work/vectors/
@@ -59,6 +60,7 @@ SETS = [  # name, issue files, question file
     ("blind4", ROOT / "seeds", QUESTIONS / "seeds-blind4.jsonl"),
     ("blind5", ROOT / "seeds", QUESTIONS / "seeds-blind5.jsonl"),
     ("blind6", ROOT / "seeds", QUESTIONS / "seeds-blind6.jsonl"),
+    ("blind7", ROOT / "seeds", QUESTIONS / "seeds-blind7.jsonl"),
     ("cmrc-val", CMRC / "issues", CMRC / "questions.jsonl"),
 ]
 FITTED_ON = ("dev", "team", "cmrc-val")  # sets whose questions qa.fit split into train / val
