@@ -200,6 +200,9 @@ def _names(question: str) -> list[str]:
 # single characters before an administrative word (瓜/沥/镇, 柯/桥/区, 临/平/分局): a changed
 # town is the commonest near-miss.
 _ADMIN = frozenset(("镇", "乡", "村", "区", "县", "街道", "社区", "分局"))
+# Common words before 镇/街道 that do not name a town (乡镇街道, 属地街道, 附近街道)
+_NOT_TOWNS = frozenset(("乡镇", "属地", "所在", "城乡", "城市", "集镇", "小镇", "全国", "各地",
+                        "附近", "周边", "周围", "沿街", "本地", "当地", "外地"))
 _NOT_IN_NAME = re.compile(r"(?:u\w*|p|c|r\w*|m|q|x|d|y|e|o|f|eng)")
 
 
@@ -211,6 +214,12 @@ def _small_places(words: list) -> list[str]:
         before = words[i - 1]
         if (w.word in ("街道", "社区", "镇", "乡", "村") and before.flag in ("nr", "ns", "nz")
                 and len(before.word) == 2):  # 凯旋/nr 街道
+            out.append(before.word + w.word)
+            continue
+        # a town named by a common word: 清波/n 街道, 三合/j 镇, 常绿/b 镇, 街头/n 镇 (not the
+        # verbs before a street: 组织/v 街道, nor 乡镇/属地 街道)
+        if (w.word in ("街道", "镇", "乡") and before.flag in ("n", "j", "b", "s")
+                and len(before.word) == 2 and before.word not in _NOT_TOWNS):
             out.append(before.word + w.word)
             continue
         pair = words[i - 2 : i] if i >= 2 else []

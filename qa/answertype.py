@@ -71,19 +71,30 @@ class AnswerType:
     units: tuple[str, ...] = ()
     counted: tuple[str, ...] = ()
     time: str = "any"
+    # 个, the general classifier, answers a count of things (几家公益组织 -> 公益组织9个) only in
+    # a sentence that names the thing: the noun after the question word, else the one before it
+    loose: tuple[str, ...] = ()
+    named: tuple[str, ...] = ()
 
 
 # Measure words that count the same thing: 多少人 is answered by 261名 as well as by 261人.
-# So do the measure words of abstract things: 几条增收路径 is answered by 5种, 几项措施 by 3条,
-# and by 个; 几个 itself stays 个 (it counts concrete things as often).
+# So do the measure words of abstract things: 几条增收路径 is answered by 5种, 几项措施 by 3条.
+# 几个 itself stays 个 (it counts concrete things as often).
 _ABSTRACT = ("条", "项", "种", "类")
 SAME_UNIT = {"人": ("人", "名", "位", "人次"), "名": ("名", "人", "位"), "位": ("位", "名", "人"),
              **{u: (u, *(v for v in _ABSTRACT if v != u), "个") for u in _ABSTRACT}}
+# A reader asks 几家公益组织 where the paper wrote 公益组织9个: 个 may answer a count of things
+# (not people, money, sizes or times, which have words of their own), next to the thing's name.
+THINGS = ("家", "处", "所", "座", "件", "支", "批", "部", "台", "套", "辆", "栋", "间", "本", "篇",
+          "份", "张", "株", "棵", "场", "期", "届", "块", "户", "尾", "头", "只", "册")
 
 
 # A counted noun ends at the first verb, adjective, adverb, particle, preposition or pronoun
 # (多少家企业结了对子 counts 企业): the rest of a reworded question is not the passage's wording.
 _NOT_NOUN = re.compile(r"(?:v(?!n)\w*|a|ad|d\w*|u\w*|p|c|r\w*|y|e|o|f|x|zg)")
+
+
+_IS_NOUN = re.compile(r"n\w*|vn")
 
 
 def _counted_noun(question: str, end: int) -> tuple[str, ...]:
@@ -98,14 +109,34 @@ def _counted_noun(question: str, end: int) -> tuple[str, ...]:
     return tuple(g for g in char_ngrams(mask_question_words(noun)) if len(g) >= 2)
 
 
+def _noun_before(question: str, start: int) -> tuple[str, ...]:
+    """The noun a count asks about when it comes first (公益组织有几家, 邻里食堂一共开了多少家):
+    back from the question word past a few verbs and adverbs, then the nouns before them."""
+    phrase = _PHRASE_END.split(question[:start])[-1]
+    words = pos_words(phrase)
+    for _ in range(4):  # 一共开了, 前前后后建起了
+        if words and not _IS_NOUN.fullmatch(words[-1].flag):
+            words.pop()
+    noun = ""
+    for word in reversed(words):
+        if not _IS_NOUN.fullmatch(word.flag) or len(noun) >= COUNTED_CHARS:
+            break
+        noun = word.word + noun
+    noun = noun[-COUNTED_CHARS:]
+    return tuple(g for g in char_ngrams(mask_question_words(noun)) if len(g) >= 2)
+
+
 def expected_answer(question: str) -> AnswerType | None:
     """The answer type a question asks for, or None when it asks for something else."""
     if m := _QUANTITY_Q.search(question):
         unit = m.group(1)
         if unit:
             units = ("元",) if unit == "钱" else SAME_UNIT.get(unit, (unit,))
-            return AnswerType("quantity", units,
-                              _counted_noun(question, m.end()))
+            counted = _counted_noun(question, m.end())
+            if unit not in THINGS:
+                return AnswerType("quantity", units, counted)
+            return AnswerType("quantity", units, counted, loose=("个",),
+                              named=counted or _noun_before(question, m.start()))
         for units, pattern in _ATTRIBUTE_Q:
             if pattern.search(question):
                 return AnswerType("quantity", units)
@@ -140,7 +171,10 @@ def supports(expected: AnswerType | None, text: str) -> bool:
         return True
     if expected.kind == "time":
         return bool(TIME_PATTERNS[expected.time].search(text))
-    if not expected.counted:
-        return has_quantity(expected.units, text)
-    return any(has_quantity(expected.units, s) and _names(expected.counted, s)
-               for s in split_sentences(text) or [text])
+    def holds(s: str) -> bool:
+        if has_quantity(expected.units, s) and (not expected.counted
+                                                or _names(expected.counted, s)):
+            return True
+        return bool(expected.named and has_quantity(expected.loose, s)
+                    and _names(expected.named, s))
+    return any(holds(s) for s in split_sentences(text) or [text])

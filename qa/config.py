@@ -52,7 +52,7 @@ class Settings:
     candidates: int = _f(50, "hits taken from each retriever before fusion")
     focus_weight: float = _f(2.0, "extra weight of the words beside the question word when "
                              "ordering the paragraphs of one story; 0 turns it off")
-    min_confidence: float = _f(0.529, "the probability (confidence) the best passage needs "
+    min_confidence: float = _f(0.519, "the probability (confidence) the best passage needs "
                                "for an answer; below it: 'no confident answer'. The default "
                                "is the threshold `python -m qa.fit` chose on validation (at "
                                "most 3 % of answerable questions refused)")

@@ -46,6 +46,7 @@ _TIME_Q = re.compile(r"什么时间|哪个时候|何年|哪个年代|什么年�
 _REASON_Q = re.compile(r"为什么|为何|什么原因|原因是什么|何故")
 _MANNER_Q = re.compile(r"怎么|怎样|如何|什么方式|什么措施|什么办法|哪些措施|什么途径|什么手段")
 _LIST_Q = re.compile(r"哪些|哪几|哪[两三四五六]|有什么")
+_ORDINAL_Q = re.compile(r"第(?:几|多少)|排(?:名|在|行)?(?:第)?(?:几|多少)(?:位|名)")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ class Asked:
     units: tuple[str, ...] = ()
     time: str = "any"
     grams: frozenset[str] = frozenset()
+    ordinal: bool = False  # 第几 / 排多少位: the answer is a rank (第151位), 第 included
+    # 选派了多少名干部、结对了多少家企业: the measure words of the first of two counts asked in
+    # one breath; the answer runs from the first count to the second (379名干部结对665家)
+    first: tuple[str, ...] | None = None
 
 
 # A count of people is written with 名 or 位 as often as 人 (多少人 -> 261名).
@@ -90,10 +95,20 @@ def asked(question: str) -> Asked | None:
         noun = m.group(1) if m else ""
     kind_text = question[max(0, wh.start() - 2) : wh.end() + 6]
     # typed from the question word's own neighbourhood: 几内亚…什么时候 is not a count
-    exp = expected_answer(question[max(0, wh.start() - 8) :])
+    # (and not by an earlier question word: 多少场次、覆盖多少人次 asks for 人次 last)
+    floor = found[-2].end() if len(found) >= 2 else 0
+    exp = expected_answer(question[max(floor, wh.start() - 8) :])
     if exp is not None and exp.kind == "quantity" and wh.group() in ("多少", "几"):
-        units = exp.units  # measure words that count the same thing included
-        return Asked("quantity", left, right, noun, units, grams=grams)
+        units = exp.units + exp.loose  # measure words that count the same thing included
+        ordinal = bool(_ORDINAL_Q.search(question, max(0, wh.start() - 4), wh.end() + 2))
+        first = None
+        if len(found) >= 2 and found[-2].group() in ("多少", "几"):
+            between = question[found[-2].start() : wh.start()]
+            prior = expected_answer(between)
+            if prior is not None and prior.kind == "quantity" and not re.search("[?？。]", between):
+                first = prior.units
+        return Asked("quantity", left, right, noun, units, grams=grams, ordinal=ordinal,
+                     first=first)
     if exp is not None and exp.kind == "time":
         return Asked("time", left, right, noun, time=exp.time, grams=grams)
     if _TIME_Q.search(kind_text):
@@ -109,12 +124,17 @@ def asked(question: str) -> Asked | None:
 # ---------------------------------------------------------------- typed candidates
 
 _NUM = rf"(?:\d[\d,.]*\d|\d|[{NUMERAL}]+)"
-_APPROX_BEFORE = r"(?:超过|超|约|近|逾|将近|不到|不足|达到|达|共计|共|累计|仅)?"
+# Qualifiers that change the amount belong to the answer (约450米, 超过90%); verbs that merely
+# report it (达, 共计, 累计) do not.
+_APPROX_BEFORE = r"(?:超过|超|约|近|逾|将近|不到|不足|仅)?"
 _APPROX_AFTER = r"(?:以上|以下|左右|之多|多|余)?"
 _MAGNITUDE = r"(?:余|多)?(?:万|亿|千|百)?(?:余|多)?"
+# A range is one answer: 0.5至3公尺, 23~28℃.
+_RANGE = rf"(?:\s*(?:至|到|~|～|-|－|—)\s*{_NUM}{_MAGNITUDE})?"
 _ANY_UNIT = sorted(set(UNITS) | {"%", "％", "元", "美元", "港元", "欧元", "英镑", "日元", "万元",
                                  "亿元", "平方米", "平方公里", "公里", "千米", "厘米", "毫米", "米",
-                                 "公顷", "吨", "千克", "公斤", "克", "岁", "度", "倍", "人次"},
+                                 "公顷", "吨", "千克", "公斤", "克", "岁", "度", "倍", "人次",
+                                 "公尺", "公分", "英尺", "℃"},
                    key=len, reverse=True)
 
 
@@ -126,7 +146,7 @@ def _quantity_re(units: tuple[str, ...]) -> re.Pattern[str]:
     unit = rf"(?:[\u4e00-\u9fff]{{0,2}}?(?:{alternatives}))"
     if not units:
         unit = rf"(?:{unit}|(?<=[万亿]))"
-    return re.compile(rf"{_APPROX_BEFORE}{_NUM}{_MAGNITUDE}{unit}{_APPROX_AFTER}")
+    return re.compile(rf"{_APPROX_BEFORE}{_NUM}{_MAGNITUDE}{_RANGE}{unit}{_APPROX_AFTER}")
 
 
 _YEAR = rf"(?:公元前?)?[{NUMERAL}]{{2,4}}\s*年"
@@ -184,6 +204,23 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+def _drop_context(a: Asked, sent: str, start: int, end: int) -> tuple[int, int]:
+    """Drop the question's own words from the ends of a span, keeping two characters at least:
+    大比武在杭州市萧山区 (asked 大比武在哪里) -> 杭州市萧山区. A trailing piece that the
+    question has right after its question word is the answer's head noun and stays
+    (依托什么体系 -> X体系)."""
+    for k in range(end - start - 2, 1, -1):  # the longest piece first
+        if sent[start : start + k] in a.left:
+            start += k
+            break
+    for k in range(end - start - 2, 1, -1):
+        piece = sent[end - k : end]
+        if piece in a.right and not a.right.startswith(piece):
+            end -= k
+            break
+    return _trim(sent, start, end)
+
+
 def _clause_bounds(text: str, pos: int, lo: int, hi: int) -> tuple[int, int]:
     """The clause of text[lo:hi] that holds pos, bounded by punctuation."""
     left = lo
@@ -214,7 +251,7 @@ def _find_pieces(src: str, sent: str, lo: int, hi: int,
     i = 0
     while i < n:
         k = 0
-        while i + k < n and k < 12 and src[i : i + k + 1] in region:
+        while i + k < n and k < 24 and src[i : i + k + 1] in region:
             k += 1
         if k >= 2 or (k == 1 and src[i] not in _FUNCTION_CHARS and "\u4e00" <= src[i] <= "\u9fff"):
             distance = n - (i + k) if from_end else i
@@ -274,6 +311,11 @@ def _anchor_from(a: Asked, sent: str, left: tuple[int, int, int]) -> _Gap | None
                 end = right[0] + len(a.noun)
             if end > left[1]:
                 return _Gap(left[1], end, left[2] + right[2], closed=True)
+        # the answer may come before both, in the same clause (勾践由谁饰演 -> 钱小宝饰演的勾践)
+        lo, _ = _clause_bounds(sent, left[0], 0, n)
+        before = _find_piece(a.right, sent, lo, left[0], False) if a.right else (-1, -1, 0)
+        if before[2] >= 2 and before[0] > lo:
+            return _Gap(lo, before[0], left[2] + before[2], closed=True)
         if clause_end > left[1]:
             return _Gap(left[1], clause_end, left[2])
     right = _find_piece(a.right, sent, 0, n, False)
@@ -318,10 +360,44 @@ def _nearest(spans: list[tuple[int, int]], gap: _Gap | None, sent: str,
     return max(spans, key=near)
 
 
+_RANK = re.compile(rf"第{_NUM}[\u4e00-\u9fff]")
+_ONE_OF = re.compile(r"一[\u4e00-\u9fff]")
+
+
+def _quantities(a: Asked, sent: str) -> list[tuple[int, int]]:
+    """Numbers with the asked measure word; a rank keeps its 第. With no measure word asked,
+    一种 / 一个 (是一种鱼, 一个平台) is an article far more often than the amount asked for, so
+    it is a candidate only when nothing else is."""
+    spans = _regex_spans(_quantity_re(a.units), sent)
+    if a.ordinal:  # any measure word counts a rank (第三对, 第20张)
+        ranks = _regex_spans(_RANK, sent)
+        return ranks or spans
+    if not a.units:
+        counted = [(s, e) for s, e in spans if not _ONE_OF.fullmatch(sent, s, e)]
+        return counted or spans
+    return spans
+
+
 _NOT_NAME = set("的了在和与及说是为等")
 
 
+# A name right after a post or trade (常务副院长尹建伟作…, 国家一级演员钱小宝饰演): jieba often
+# splits names it does not know, but the post says one follows.
+_TITLED = re.compile(r"(?:演员|院长|书记|主任|教授|研究员|记者|老师|医生|经理|专家|主席|委员|代表"
+                     r"|[局部厅省市县区镇乡村社会校所站队组处科]长|董事长|负责人|民警|律师|导演)"
+                     r"([\u4e00-\u9fff]{2,3}?)(?=作|说|表示|介绍|指出|饰演|带领|认为|坦言|告诉"
+                     r"|等|和|与|在|[,，。、;；:：“(（]|$)")
+
+
 def _people(sent: str, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Person names in sent[lo:hi]: names after a post (院长尹建伟), then _dictionary_people."""
+    titled = [m.span(1) for m in _TITLED.finditer(sent, lo, hi)]
+    rest = [s for s in _dictionary_people(sent, lo, hi)
+            if not any(s[0] < t[1] and t[0] < s[1] for t in titled)]
+    return sorted(titled + rest)
+
+
+def _dictionary_people(sent: str, lo: int, hi: int) -> list[tuple[int, int]]:
     """Person names in sent[lo:hi]: jieba's nr words, a surname followed by one or two single
     characters (尹 建 伟), foreign names joined by ·. jieba's HMM finds more names but costs
     ~25 µs a character, too slow to run on every passage; the dictionary pass is ~3 µs."""
@@ -376,7 +452,7 @@ def _titles(sent: str, start: int, end: int) -> list[tuple[int, int]]:
 def _typed(a: Asked, sent: str, gap: _Gap | None) -> tuple[int, int] | None:
     """A candidate of the asked type in sent, or None."""
     if a.kind == "quantity":
-        return _nearest(_regex_spans(_quantity_re(a.units), sent), gap, sent, a)
+        return _nearest(_quantities(a, sent), gap, sent, a)
     if a.kind == "time":
         return _nearest(_regex_spans(_TIME_RES.get(a.time, _TIME_RES["any"]), sent), gap, sent, a)
     if a.kind == "person":
@@ -433,6 +509,9 @@ def _person(a: Asked, sent: str, gap: _Gap | None) -> tuple[int, int] | None:
         if names:
             return names[-1]
         lo, hi = max(0, gap.start - 24), min(len(sent), gap.end + 24)
+        # a long title between the name and the question's words counts as one word
+        while (opened := sent.rfind("《", 0, lo)) >= 0 and sent.find("》", opened) >= lo:
+            lo = max(0, opened - 12)
     else:
         lo, hi = 0, min(len(sent), 80)
     names = _people(sent, lo, hi)
@@ -502,8 +581,12 @@ def short_answer(question: str, passage: str,
         if found is None:
             continue
         start, end = found
+        if a.first is not None:
+            before = [q for q in _regex_spans(_quantity_re(a.first), sent)
+                      if q[1] <= start and start - q[1] <= 24]
+            start = before[-1][0] if before else start
         if a.kind not in ("quantity", "time"):
-            start, end = _trim(sent, start, end)
+            start, end = _drop_context(a, sent, *_trim(sent, start, end))
             start, end = _strip_quotes(sent, start, end)
         if end <= start:
             continue
@@ -511,7 +594,9 @@ def short_answer(question: str, passage: str,
         # a candidate the alignment points at beats one merely near it
         inside = gap is not None and gap.start <= start and end <= gap.end
         score = (2 * (gap.strength if gap else 0) + 0.5 * _overlap(a, sent) + 4 * inside
-                 + 2 * (rank == 0 and sentence_span is not None) - rank)
+                 + 2 * (rank == 0 and sentence_span is not None) - rank
+                 # one character (例, 将) is a slip of the alignment, not a name: last resort
+                 - 50 * (end - start < 2 and a.kind not in ("quantity", "time")))
         candidates.append((score, s0 + start, s0 + end))
     if not candidates:
         return None

@@ -67,6 +67,10 @@ def test_towns_the_dictionary_does_not_know_are_names():
     assert office.forms == ("临平分局", "临平")
     town = next(c for c in constraints("萧山区瓜沥镇举办的大比武是什么主题") if c.text == "瓜沥镇")
     assert stated(town, "大比武在瓜沥举行") and not stated(town, "大比武在临浦镇举行")
+    # towns named by a common word are names too; the words before 街道 that are not are not
+    assert ("name", "街头镇") in kinds("天台县街头镇今年开展了多少次学习活动?")
+    assert ("name", "清波街道") in kinds("清波街道拍了哪些线上走读节目?")
+    assert [t for k, t in kinds("乡镇街道一共有多少个?") if k == "name"] == []
     # pronouns, measure words and question words never start a town
     assert [t for k, t in kinds("各村社区的干部有多少名?") if k == "name"] == []
     assert [t for k, t in kinds("上虞区分局禁毒大队实行了哪些措施?") if k == "name"] == ["上虞"]

@@ -82,11 +82,13 @@ Q = AnswerType
 
 
 @pytest.mark.parametrize(("question", "expected"), [
-    ("发放了多少份宣传册?", Q("quantity", ("份",), ("宣传", "传册"))),
+    ("发放了多少份宣传册?", Q("quantity", ("份",), ("宣传", "传册"), loose=("个",),
+                           named=("宣传", "传册"))),
     ("卖了多少钱?", Q("quantity", ("元",))),
     ("放养了多少鱼苗?", Q("quantity")),
     ("有几个国家4A级旅游景区?", Q("quantity", ("个",), ("国家", "级旅", "4a"))),
-    ("引进了多少家外资企业?", Q("quantity", ("家",), ("外资", "资企", "企业"))),
+    ("引进了多少家外资企业?", Q("quantity", ("家",), ("外资", "资企", "企业"), loose=("个",),
+                             named=("外资", "资企", "企业"))),
     ("全村常住人口有多少?", Q("quantity", ("人", "名", "万", "亿", "余", "多"))),
     ("年产值预计能增加多少?", Q("quantity", MONEY)),
     ("办结率达到多少?", Q("quantity")),
@@ -129,6 +131,11 @@ def test_the_counted_noun_ends_at_the_first_verb_or_adjective():
     assert expected_answer("发放了多少份宣传册?").counted == ("宣传", "传册")
     # abstract things are counted with any of their measure words
     assert supports(expected_answer("一共摸索出几条门路?"), "探索出闲置激活等5种门路")
+    # 个 counts things of every kind beside their name; people keep their own measure words
+    assert supports(expected_answer("上城区重点联系的公益组织有几家?"), "重点联系公益组织9个")
+    assert not supports(expected_answer("上虞区的邻里食堂一共开了多少家?"),
+                        "推动224个小区党群服务站提档升级。因地制宜设立邻里食堂。")
+    assert not supports(expected_answer("有多少人参加?"), "开展活动9个")
 
 
 def test_a_count_must_stand_beside_what_it_counts():

@@ -47,6 +47,22 @@ def _short(question: str, passage: str, sentence: tuple[int, int] | None = None)
      "企业融资"),  # the eval drops a trailing 等 either way
     # X的Y是什么: the predicate word anchors it
     ("火斑笛鲷的俗名是什么?", "火斑笛鲷,又称金焰笛鲷,俗名赤笔仔,为辐鳍鱼纲的其中一个种。", "赤笔仔"),
+    # a rank keeps its 第; a range is one answer, and 一种 is an article, not the amount
+    ("丘姓在《百家姓》里排多少位?", "丘姓是中国姓氏之一,在《百家姓》中排第151位。", "第151位"),
+    ("白尾雀鲷生活在水深多少的海域?", "白尾雀鲷是一种鱼,栖息在水深0.5至3公尺的海域。", "0.5至3公尺"),
+    # a verb that reports the amount is not part of it; a qualifier that changes it is
+    ("办结率达到多少?", "群众急难愁盼问题的办结率达95%以上。", "95%以上"),
+    # two counts asked in one breath: the answer runs from the first to the second
+    ("选派了多少名干部、结对了多少家企业?", "今年共选派379名干部结对665家企业。", "379名干部结对665家"),
+    # the answer before both pieces of the question's context (X饰演的勾践)
+    ("勾践由谁饰演?", "国家一级演员钱小宝饰演的勾践手持越王剑,准备伐吴。", "钱小宝"),
+    # a name after a post, with a long title between it and the question's words
+    ("在讲堂上作AIGC技术对服务业影响专题授课的是谁?",
+     "在听完常务副院长尹建伟作《泡沫还是奇点?以ChatGPT为代表的AIGC技术对服务业影响分析"
+     "——以健康服务业为例》专题授课后,干部们很有收获。", "尹建伟"),
+    # the question's own words at the ends of the gap are not the answer
+    ("锦北街道马溪社区是杭州市临安区首个什么社区?", "马溪社区是临安区首个浙江省级未来社区。",
+     "浙江省级未来社区"),
 ])
 def test_short_answer_by_kind(question: str, passage: str, expected: str) -> None:
     assert _short(question, passage) == expected
