@@ -200,9 +200,8 @@ def _names(question: str) -> list[str]:
 # single characters before an administrative word (瓜/沥/镇, 柯/桥/区, 临/平/分局): a changed
 # town is the commonest near-miss.
 _ADMIN = frozenset(("镇", "乡", "村", "区", "县", "街道", "社区", "分局"))
-# Common words before 镇/街道 that do not name a town (乡镇街道, 属地街道, 附近街道)
-_NOT_TOWNS = frozenset(("乡镇", "属地", "所在", "城乡", "城市", "集镇", "小镇", "全国", "各地",
-                        "附近", "周边", "周围", "沿街", "本地", "当地", "外地"))
+# Common words (n, b, s) before 镇/街道 that do not name a town (乡镇街道, 属地街道, 当地街道)
+_NOT_TOWNS = frozenset(("乡镇", "属地", "所在", "城乡", "集镇", "全国", "当地", "外地"))
 _NOT_IN_NAME = re.compile(r"(?:u\w*|p|c|r\w*|m|q|x|d|y|e|o|f|eng)")
 
 

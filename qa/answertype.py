@@ -92,9 +92,13 @@ THINGS = ("家", "处", "所", "座", "件", "支", "批", "部", "台", "套", 
 # A counted noun ends at the first verb, adjective, adverb, particle, preposition or pronoun
 # (多少家企业结了对子 counts 企业): the rest of a reworded question is not the passage's wording.
 _NOT_NOUN = re.compile(r"(?:v(?!n)\w*|a|ad|d\w*|u\w*|p|c|r\w*|y|e|o|f|x|zg)")
-
-
+# Before the question word only nouns name the thing (公益组织有几家; 一共/j is not one).
 _IS_NOUN = re.compile(r"n\w*|vn")
+
+
+def _noun_grams(noun: str) -> tuple[str, ...]:
+    """The character bigrams a sentence must share with the counted noun (question words out)."""
+    return tuple(g for g in char_ngrams(mask_question_words(noun)) if len(g) >= 2)
 
 
 def _counted_noun(question: str, end: int) -> tuple[str, ...]:
@@ -105,8 +109,7 @@ def _counted_noun(question: str, end: int) -> tuple[str, ...]:
         if _NOT_NOUN.fullmatch(word.flag) or len(noun) >= COUNTED_CHARS:
             break
         noun += word.word
-    noun = noun[:COUNTED_CHARS]
-    return tuple(g for g in char_ngrams(mask_question_words(noun)) if len(g) >= 2)
+    return _noun_grams(noun[:COUNTED_CHARS])
 
 
 def _noun_before(question: str, start: int) -> tuple[str, ...]:
@@ -122,8 +125,7 @@ def _noun_before(question: str, start: int) -> tuple[str, ...]:
         if not _IS_NOUN.fullmatch(word.flag) or len(noun) >= COUNTED_CHARS:
             break
         noun = word.word + noun
-    noun = noun[-COUNTED_CHARS:]
-    return tuple(g for g in char_ngrams(mask_question_words(noun)) if len(g) >= 2)
+    return _noun_grams(noun[-COUNTED_CHARS:])
 
 
 def expected_answer(question: str) -> AnswerType | None:

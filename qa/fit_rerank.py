@@ -14,10 +14,10 @@ one is right, of P(the fused first is right) from first_logit (logit of that P) 
 (both firsts in one story). Below PROTECT / (1 + PROTECT) the lexical first goes back on top:
 losing an answer lexical search had costs PROTECT gained ones (3 since the answerability refit
 that added towns and posts: at 2 the refitted gate lost 4 validation answers lexical search had,
-at 3 one; the part says "never drag the ranking down where it doesn't know better"). Inputs
-and C by the
-one-standard-error rule on 5-fold CV (folds by hash of id) gain over today's hybrid; "gate" is
-null unless that gain exceeds one standard error (sqrt of the weighted decisions it changes).
+at 3 one; the part says "never drag the ranking down where it doesn't know better"). Inputs and
+C by the one-standard-error rule on 5-fold CV (folds by hash of id) gain over today's hybrid;
+"gate" is null unless that gain exceeds one standard error (sqrt of the weighted decisions it
+changes).
 
 Dropped: the listwise linear head over 23 ranking features (qa-rerank/1). Cross-validation found
 no gain: hybrid CV recall@1 0.9488 against the first stage's 0.9485 (4 gained, 3 lost), lexical
