@@ -26,7 +26,8 @@ blind7-…, 30 reworded, 30 unanswerable) the same way, scored once with the fin
 seeds-blind8 (ids blind8-…, 50 reworded with short answers, 50 unanswerable) the same way,
 before the short-answer and measure-word changes after it were first scored on it;
 seeds-blind9 (ids blind9-…, 50 reworded, 50 unanswerable) the same way, scored once with the
-final code.
+final code; seeds-blind10 (ids blind10-…, 30 reworded, 30 unanswerable) the same way, after the
+review that followed, scored once.
 cmrc-val is the validation split of `python -m qa.fit` (CMRC questions it never fitted on);
 `--cmrc-all` scores all of CMRC.
 After the table: the reliability of `confidence` on the validation split (CMRC, dev and team
@@ -67,6 +68,7 @@ SETS = [  # name, issue files, question file
     ("blind7", ROOT / "seeds", QUESTIONS / "seeds-blind7.jsonl"),
     ("blind8", ROOT / "seeds", QUESTIONS / "seeds-blind8.jsonl"),
     ("blind9", ROOT / "seeds", QUESTIONS / "seeds-blind9.jsonl"),
+    ("blind10", ROOT / "seeds", QUESTIONS / "seeds-blind10.jsonl"),
     ("cmrc-val", CMRC / "issues", CMRC / "questions.jsonl"),
 ]
 FITTED_ON = ("dev", "team", "cmrc-val")  # sets whose questions qa.fit split into train / val
